@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from engine.request import GenerationRequest, RequestError, normalize_timesignature
+from tests.conftest import PARITY
+
+
+def test_every_parity_case_parses_as_a_request():
+    for path in sorted((PARITY / "cases").glob("*.json")):
+        req = GenerationRequest.from_json_file(path)
+        data = json.loads(path.read_text())
+        assert req.task_type == data["task_type"]
+        if data["src_audio"]:
+            assert req.src_audio.endswith(data["src_audio"].split("/")[-1])
+            assert (path.parent / data["src_audio"]).resolve().samefile(req.src_audio)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("task_type", "remix"), ("bpm", 12), ("bpm", 301), ("bpm", "fast"), ("duration", 601),
+    ("duration", float("nan")), ("batch_size", 9), ("batch_size", 0), ("keyscale", "H minor"),
+    ("timesignature", "5"), ("track_name", "kazoo"), ("audio_cover_strength", 1.5),
+    ("repaint_mode", "wild"), ("lm_top_p", 2.0), ("use_adg", "yes"), ("inference_steps", 0),
+])
+def test_bad_fields_are_named_in_the_error(field, value):
+    with pytest.raises(RequestError) as info:
+        GenerationRequest.from_dict({"caption": "x", field: value})
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_unknown_fields_are_refused_but_case_metadata_is_ignored():
+    with pytest.raises(RequestError) as info:
+        GenerationRequest.from_dict({"captoin": "typo"})
+    assert info.value.field == "captoin"
+    req = GenerationRequest.from_dict({"caption": "x", "notes": "n", "derived": {}})
+    assert req.caption == "x"
+
+
+def test_source_tasks_need_source_audio():
+    with pytest.raises(RequestError) as info:
+        GenerationRequest.from_dict({"task_type": "repaint", "repainting_start": 1, "repainting_end": 5})
+    assert info.value.field == "src_audio"
+    req = GenerationRequest.from_dict({"task_type": "cover", "audio_codes": [1, 2, 3]})
+    assert req.audio_codes == [1, 2, 3]
+
+
+def test_inverted_region_is_refused():
+    with pytest.raises(RequestError) as info:
+        GenerationRequest.from_dict({"task_type": "repaint", "src_audio": "a.wav",
+                                     "repainting_start": 5, "repainting_end": 4})
+    assert info.value.field == "repainting_end"
+
+
+def test_seeds_per_item():
+    assert GenerationRequest(seed=7, batch_size=3).item_seeds() == [7, 8, 9]
+    assert GenerationRequest(seed=None).item_seeds() is None
+    assert GenerationRequest(seed=-1).item_seeds() is None
+    assert GenerationRequest.from_dict({"seeds": [5, 1], "batch_size": 2}).item_seeds() == [5, 1]
+    with pytest.raises(RequestError):
+        GenerationRequest.from_dict({"seeds": [5], "batch_size": 2})
+
+
+def test_timesignature_forms():
+    assert normalize_timesignature("3/4") == "3"
+    assert normalize_timesignature("6") == "6"
+    assert GenerationRequest.from_dict({"timesignature": 4}).timesignature == "4"
+    assert GenerationRequest.from_dict({"timesignature": "3/4"}).timesignature == "3/4"
+
+
+def test_round_trip_through_dict():
+    req = GenerationRequest.from_dict({"caption": "dub techno", "bpm": 120, "keyscale": "A minor"})
+    again = GenerationRequest.from_dict(req.to_dict())
+    assert again == req
