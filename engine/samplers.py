@@ -231,6 +231,8 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
 
     x = noise
     batch, device, dtype = x.shape[0], x.device, x.dtype
+    # Upstream keeps the schedule in the model dtype (bf16 on GPU: t = 0.953125, not 21/22).
+    schedule = schedule.to(dtype).float()
     phase = 0
     for k in range(steps):
         if cancel is not None and cancel():
