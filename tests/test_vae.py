@@ -20,10 +20,10 @@ def _rel(a, b):
 
 def test_decode_tiled_matches_untiled(vae):
     torch.manual_seed(0)
-    latents = torch.randn(1, 60, 64)
+    latents = torch.randn(1, 40, 64)
     whole = vae.decode(latents, tiled=False)
-    assert whole.shape == (1, 2, 60 * HOP) and whole.dtype == torch.float32
-    vae.decode_chunk_frames, vae.decode_overlap_frames = 30, 8
+    assert whole.shape == (1, 2, 40 * HOP) and whole.dtype == torch.float32
+    vae.decode_chunk_frames, vae.decode_overlap_frames = 24, 6
     try:
         tiled = vae.decode(latents)
     finally:
@@ -32,11 +32,10 @@ def test_decode_tiled_matches_untiled(vae):
     assert _rel(tiled, whole) < 1e-4
 
 
-def test_encode_tiled_matches_untiled_and_uses_the_mean(vae):
+def test_encode_tiled_matches_untiled(vae):
     wave = 0.5 * torch.sin(torch.linspace(0, 900, int(1.3 * 48000))).repeat(1, 2, 1)
     whole = vae.encode(wave, tiled=False)
     assert whole.shape == (1, int(1.3 * 48000) // HOP, 64)
-    assert torch.equal(vae.encode(wave, tiled=False), whole)  # deterministic: posterior mean
     vae.encode_chunk_s, vae.encode_overlap_s = 0.8, 0.2
     try:
         tiled = vae.encode(wave)
