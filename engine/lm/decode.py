@@ -77,14 +77,34 @@ def sample_token(scores: torch.Tensor, temperature: float, generator: torch.Gene
     return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
 
 
-def _ranges(ids: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for i in ids:
-        if out and out[-1][1] == i:
-            out[-1][1] = i + 1
-        else:
-            out.append([i, i + 1])
-    return out
+def choose_token(scores: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
+    """top-k -> top-p -> temperature softmax -> multinomial, on the finite entries only.
+
+    Masked (-inf) entries have probability 0 either way; working on the finite subset keeps
+    phase 1 (a few thousand allowed ids) cheap. With top_k == 1 this is the argmax.
+    """
+    finite = torch.isfinite(scores).nonzero(as_tuple=False).squeeze(1)
+    if finite.numel() == 0:
+        raise RuntimeError("the constraints left no token to choose")
+    if finite.numel() == 1:
+        return int(finite[0].item())
+    subset = scores[finite]
+    if sampling.top_k == 1:
+        return int(finite[int(torch.argmax(subset).item())].item())
+    subset = apply_top_k(subset, sampling.top_k)
+    subset = apply_top_p(subset, sampling.top_p)
+    return int(finite[sample_token(subset, sampling.temperature, generator)].item())
+
+
+def allowed_ranges(scores: torch.Tensor) -> list[list[int]]:
+    """The ids with a finite score as sorted `[start, stop)` ranges."""
+    ids = torch.isfinite(scores).nonzero(as_tuple=False).squeeze(1).cpu()
+    if ids.numel() == 0:
+        return []
+    breaks = (ids[1:] != ids[:-1] + 1).nonzero(as_tuple=False).squeeze(1)
+    starts = torch.cat([ids[:1], ids[breaks + 1]]).tolist()
+    stops = torch.cat([ids[breaks] + 1, ids[-1:] + 1]).tolist()
+    return [[a, b] for a, b in zip(starts, stops)]
 
 
 def decode(
@@ -136,17 +156,13 @@ def decode(
             snapshot = fsm.snapshot() if (record is not None and fsm is not None) else None
             if fsm is not None:
                 scores = fsm.process(ids[0], scores)
-            allowed = None
-            if record is not None:
-                allowed = torch.isfinite(scores).nonzero(as_tuple=False).squeeze(1).tolist()
+            allowed = allowed_ranges(scores) if record is not None else None
             scores = apply_repetition_penalty(ids[0], scores, sampling.repetition_penalty)
             if record is not None:
                 finite = scores[torch.isfinite(scores)]
                 top2 = torch.topk(finite, min(2, finite.numel()))[0] if finite.numel() else finite
                 record.final_margin.append(float(top2[0] - top2[1]) if top2.numel() > 1 else float("inf"))
-            scores = apply_top_k(scores, sampling.top_k)
-            scores = apply_top_p(scores, sampling.top_p)
-            token = sample_token(scores, sampling.temperature, generator)
+            token = choose_token(scores, sampling, generator)
             if fsm is not None:
                 fsm.update(token)
             if record is not None:
@@ -159,8 +175,8 @@ def decode(
                 entry = dict(snapshot or {})
                 if fsm is not None and entry.get("state") != fsm.state.value:
                     entry["state_after"] = fsm.state.value
-                entry["n_allowed"] = len(allowed)
-                entry["allowed"] = _ranges(allowed)
+                entry["n_allowed"] = sum(b - a for a, b in allowed)
+                entry["allowed"] = allowed
                 entry["token"] = token
                 record.steps.append(entry)
             out_tokens.append(token)
