@@ -320,23 +320,18 @@ class MetadataFSM:
             scores[self.t.backtick_token] = NEG_INF
         self._mask_audio_codes(scores)
         if self.guard:
-            for token in (self.t.eos_token_id, self.t.pad_token_id):
-                if token is not None:
-                    scores[token] = NEG_INF
+            scores[self.t.added_token_ids.to(scores.device)] = NEG_INF
         if self.caption_token_count >= self.caption_max_tokens and self.t.newline_token is not None:
             return self._only(scores, [self.t.newline_token])
         return scores
 
     def _field_name_tokens(self) -> list[int]:
-        """Guard mode: tokens that keep `pending_field_name` on the way to a following 'field:'."""
-        allowed: set[int] = set()
-        for field in CAPTION_JUMP_FIELDS:
-            if self.skip.get(field, False):
-                continue
-            target = f"{field}:"
-            if target.startswith(self.pending_field_name):
-                allowed.update(self.t.ids_with_text_prefix_of(target[len(self.pending_field_name):]))
-        return sorted(allowed) or [self.t.newline_token]
+        """Guard mode: tokens that keep `pending_field_name` on the way to the next field's 'name:'."""
+        target = FIXED_STRINGS[self.next_field_state("caption")]
+        if self.next_field_state("caption") is State.THINK_END_TAG or not target.startswith(self.pending_field_name):
+            return [self.t.newline_token]
+        return sorted(set(self.t.ids_with_text_prefix_of(target[len(self.pending_field_name):]))) \
+            or [self.t.newline_token]
 
     # ---------------------------------------------------------------- update
     def update(self, token_id: int) -> None:

@@ -50,6 +50,11 @@ class FSMTables:
                     codes.append(token_id)
         self.audio_code_ids = torch.tensor(sorted(codes), dtype=torch.long)
         self.token_of_code_value = {v: t for t, v in self.code_value_of_token.items()}
+        self.all_code_ids = torch.tensor(sorted(self.code_value_of_token), dtype=torch.long)
+        # Every added token (control tags, <think>, </think>, audio codes): guard mode keeps them
+        # out of the caption so a malformed caption cannot break the CoT layout.
+        added = set(tokenizer.get_added_vocab().values()) | set(self.code_value_of_token)
+        self.added_token_ids = torch.tensor(sorted(added), dtype=torch.long)
         # Phase 2 allows the valid codes and EOS.
         valid = torch.zeros(self.vocab_size, dtype=torch.bool)
         valid[self.audio_code_ids] = True
