@@ -53,7 +53,8 @@ class LanguageModel:
         self.dtype = default_dtype(self.device, dtype)
         self.tokenizer = _load_tokenizer(folder)
         self.model = _load_model(folder, self.device, self.dtype, len(self.tokenizer))
-        self.tables = FSMTables(self.tokenizer, duration_max=duration_max)
+        self.tables = FSMTables(self.tokenizer, duration_max=duration_max,
+                                vocab_size=int(self.model.config.vocab_size))
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.eos_token_id = self.tokenizer.eos_token_id

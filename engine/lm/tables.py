@@ -24,12 +24,16 @@ _AUDIO_CODE_RE = re.compile(r"^<\|audio_code_(\d+)\|>$")
 class FSMTables:
     """Token ids, per-token texts, value prefix trees and fixed-string walks for one tokenizer."""
 
-    def __init__(self, tokenizer, duration_max: int = C.DEFAULT_DURATION_MAX):
+    def __init__(self, tokenizer, duration_max: int = C.DEFAULT_DURATION_MAX, vocab_size: int | None = None):
         self.tokenizer = tokenizer
-        self.vocab_size = len(tokenizer)
+        # The published LM's vocab is exactly len(tokenizer); a model with extra (padding) rows gets
+        # empty texts for them, and guard mode keeps them out of the caption.
+        n_tokens = len(tokenizer)
+        self.vocab_size = max(n_tokens, vocab_size or 0)
         self.duration_max = int(duration_max)
         # decode([id]) of every id: the FSM reasons about token *texts* (newlines, colons, spaces).
-        self.token_texts: list[str] = [tokenizer.decode([i]) for i in range(self.vocab_size)]
+        self.token_texts: list[str] = [tokenizer.decode([i]) for i in range(n_tokens)]
+        self.token_texts += [""] * (self.vocab_size - n_tokens)
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id
         self.digit_tokens = {d: self._last(str(d)) for d in range(10)}
@@ -54,6 +58,7 @@ class FSMTables:
         # Every added token (control tags, <think>, </think>, audio codes): guard mode keeps them
         # out of the caption so a malformed caption cannot break the CoT layout.
         added = set(tokenizer.get_added_vocab().values()) | set(self.code_value_of_token)
+        added |= set(range(n_tokens, self.vocab_size))
         self.added_token_ids = torch.tensor(sorted(added), dtype=torch.long)
         # Phase 2 allows the valid codes and EOS.
         valid = torch.zeros(self.vocab_size, dtype=torch.bool)
