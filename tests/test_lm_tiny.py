@@ -130,7 +130,16 @@ def test_same_seed_same_plan_and_options_change_what_they_should(planner):
     assert codes_for(planner, lm_top_k=1, lm_cfg_scale=1.0) != codes_for(planner, lm_top_k=1, lm_cfg_scale=2.0)
     greedy = codes_for(planner, lm_top_k=1)
     assert codes_for(planner, lm_top_k=1, seed=99, lm_temperature=3.0) == greedy  # top-k 1 ignores the RNG
-    assert codes_for(planner, lm_top_k=1, lm_repetition_penalty=3.0) != greedy
+
+
+def test_repetition_penalty_pushes_seen_tokens_down():
+    import torch
+
+    from engine.lm.decode import apply_repetition_penalty
+    scores = torch.tensor([2.0, -1.0, 0.5, 3.0])
+    out = apply_repetition_penalty(torch.tensor([0, 1, 1]), scores.clone(), 2.0)
+    assert out.tolist() == [1.0, -2.0, 0.5, 3.0]
+    assert torch.equal(apply_repetition_penalty(torch.tensor([0]), scores.clone(), 1.0), scores)
 
 
 def test_apply_plan_merges_metas_caption_and_codes(planner):

@@ -184,7 +184,9 @@ class MetadataFSM:
         """Mask a 1-D score vector for the next token (in place; the result is returned)."""
         if self.state is State.COMPLETED:
             if self.phase == "understand":
-                self._mask_audio_codes(scores)
+                # Free text after </think>; no audio codes (guard: not even the never-valid ones).
+                codes = self.t.all_code_ids if self.guard else self.t.audio_code_ids
+                scores[codes.to(scores.device)] = NEG_INF
             return scores
         if self.phase == "codes" and self.state is State.THINK_TAG and self._contains_think_end(input_ids):
             self.state = State.CODES_GENERATION
