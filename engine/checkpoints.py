@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,7 +398,9 @@ def load_vae(folder: str | os.PathLike):
     folder = validate_folder(folder, "vae")
     config = {k: v for k, v in read_config(folder).items() if not k.startswith("_")}
     try:
-        vae = AutoencoderOobleck(**config)
+        with warnings.catch_warnings():  # diffusers builds Oobleck with the legacy weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            vae = AutoencoderOobleck(**config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / 'config.json'}: cannot build the VAE from it ({exc})") from None
     load_safetensors_checked(folder / WEIGHTS_FILE["vae"], vae)
