@@ -147,3 +147,27 @@ def test_cli_rejects_a_file_as_target(tmp_path, capsys):
     target.write_text("x")
     assert main(["make-tiny-checkpoints", str(target)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_pipeline_renders_from_tiny_checkpoints(tiny_root):
+    import numpy as np
+
+    from engine.pipeline import Pipeline
+    from engine.request import GenerationRequest
+
+    pipeline = Pipeline.from_checkpoints(tiny_root, device="cpu")
+    assert pipeline.info()["dit"] == "acestep-v15-turbo"
+    assert pipeline.info()["checkpoints"] == str(tiny_root.resolve())
+    events = []
+    request = GenerationRequest.from_dict({"caption": "warm bass line, punchy drums", "lyrics": "[Instrumental]",
+                                           "duration": 5.2, "inference_steps": 2, "seed": 7})
+    output = pipeline.generate(request, progress=events.append)
+    assert output.seeds == [7]
+    (audio,) = output.audio
+    audio = np.asarray(audio)
+    assert audio.shape == (2, 130 * 1920) and audio.dtype == np.float32
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert [e.step for e in events if e.stage == "diffusion"][-1] == 2
+
+    again = pipeline.generate(GenerationRequest.from_dict(request.to_dict() | {"dit": "acestep-v15-base"}))
+    assert pipeline.info()["dit"] == "acestep-v15-base" and again.models["dit"] == "acestep-v15-base"
