@@ -183,6 +183,8 @@ class Planner:
         device = default_device(device)
         self.lm = LanguageModel(folder, device=device, dtype=dtype,
                                 duration_max=duration_max or default_duration_max(device))
+        # Upstream's caption budget; tests with random weights lower it (they never end a caption).
+        self.caption_max_tokens = C.CAPTION_MAX_TOKENS
 
     @classmethod
     def from_checkpoints(cls, root: str | Path | None, name: str = "0.6B", device: str | None = None,
@@ -201,9 +203,9 @@ class Planner:
         return bool(request.thinking or request.use_cot_metas or request.use_cot_caption or request.use_cot_language)
 
     def plan(self, request: GenerationRequest, progress: Callable[[ProgressEvent], None] | None = None,
-             cancel: Callable[[], bool] | None = None, caption_max_tokens: int = C.CAPTION_MAX_TOKENS) -> LMPlan:
+             cancel: Callable[[], bool] | None = None, caption_max_tokens: int | None = None) -> LMPlan:
         call = call_from_request(request, self.lm.tables)
-        call.caption_max_tokens = caption_max_tokens
+        call.caption_max_tokens = caption_max_tokens or self.caption_max_tokens
         try:
             result = generate_plan(self.lm, call, progress=progress, cancel=cancel)
         except RuntimeError as exc:
