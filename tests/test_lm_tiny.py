@@ -11,6 +11,7 @@ from engine.lm.tasks import format_caption, simple_mode, understand_codes
 from engine.lm.tiny import make_tiny_lm
 from engine.request import GenerationRequest, RequestError, is_valid_keyscale
 from engine.types import Cancelled, CheckpointError
+from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 
 SHORT = 12  # caption token budget: random weights never end a caption on their own
 
@@ -232,6 +233,7 @@ def test_loader_errors_are_one_clear_line(tmp_path, tiny_root):
     with pytest.raises(CheckpointError) as info:
         LanguageModel(broken, device="cpu")
     assert "model.safetensors" in str(info.value) and "\n" not in str(info.value)
+    (broken / "model.safetensors").write_bytes((tiny_root / "acestep-5Hz-lm-0.6B" / "model.safetensors").read_bytes())
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps(config | {"vocab_size": 1000}))
     with pytest.raises(CheckpointError, match="vocab_size"):
