@@ -220,6 +220,16 @@ def test_text_tasks_return_parsed_structures(planner):
     assert "<|audio_code_" not in heard.output_text.split("</think>", 1)[1]
     with pytest.raises(ValueError):
         understand_codes(lm, "")
+    via_planner = planner.understand_codes([5, 17, 63999], seed=3, max_new_tokens=90, caption_max_tokens=SHORT)
+    assert via_planner.output_text == heard.output_text  # same seed, same text
+
+
+def test_apply_plan_keeps_source_task_lengths(planner):
+    request = GenerationRequest.from_dict({"task_type": "lego", "src_audio": "a.wav", "caption": "x",
+                                           "track_name": "guitar"})
+    merged = apply_plan(request, {"metadata": {"duration": 30, "bpm": 120, "caption": "new"}})
+    assert merged.duration is None and merged.bpm == 120 and merged.caption == "new"
+    assert merged.task_type == "lego"
 
 
 def test_loader_errors_are_one_clear_line(tmp_path, tiny_root):

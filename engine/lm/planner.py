@@ -158,7 +158,9 @@ def apply_plan(request: GenerationRequest, plan: LMPlan | dict) -> GenerationReq
     if not request.timesignature and isinstance(timesig, str) and normalize_timesignature(timesig) in C.VALID_TIME_SIGNATURES:
         changes["timesignature"] = timesig
     duration = meta.get("duration")
-    if not request.has_duration() and isinstance(duration, int) and duration > 0:
+    # Source-audio tasks take their length from the source (upstream drops the duration there).
+    if request.task_type == "text2music" and not request.has_duration() and isinstance(duration, int) \
+            and duration > 0:
         changes["duration"] = float(duration)
     caption = meta.get("caption")
     if request.use_cot_caption and isinstance(caption, str) and caption.strip():
@@ -211,3 +213,22 @@ class Planner:
         except RuntimeError as exc:
             raise EngineError(f"LM planning failed: {exc}") from None
         return LMPlan.from_result(result, self.name)
+
+    # ------------------------------------------------------------ text helpers
+    def format_caption(self, caption: str, lyrics: str, user_metadata: dict[str, Any] | None = None, **options):
+        """Caption rewrite ("format"); see `engine.lm.tasks.format_caption`."""
+        from engine.lm.tasks import format_caption
+
+        return format_caption(self.lm, caption, lyrics, user_metadata, **options)
+
+    def simple_mode(self, idea: str, instrumental: bool = False, vocal_language: str | None = None, **options):
+        """One-line idea -> caption, lyrics, metas; see `engine.lm.tasks.simple_mode`."""
+        from engine.lm.tasks import simple_mode
+
+        return simple_mode(self.lm, idea, instrumental, vocal_language, **options)
+
+    def understand_codes(self, codes, **options):
+        """Audio codes -> caption, metas, lyrics; see `engine.lm.tasks.understand_codes`."""
+        from engine.lm.tasks import understand_codes
+
+        return understand_codes(self.lm, codes, **options)
