@@ -123,7 +123,13 @@ class Pipeline:
         if name is None:
             self.lm, self.lm_name = None, None
             return
-        raise EngineError("the 5 Hz LM planner is not available in this build")
+        from engine.lm.planner import Planner
+
+        folder = checkpoints.lm_folder_name(name)
+        if folder == self.lm_name:
+            return
+        self.lm = Planner(self.root / folder, device=str(self.device), dtype=self.dtype)
+        self.lm_name = folder
 
     def info(self) -> dict:
         return {"dit": self.dit_name, "lm": self.lm_name, "device": str(self.device),
@@ -139,8 +145,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ generation
     def _plan_with_lm(self, request: GenerationRequest, progress: ProgressFn, cancel: CancelFn):
-        """Fill in metas/caption (and codes) with the 5 Hz LM. Returns (request, plan dict)."""
-        raise EngineError("thinking needs an LM: start the engine with --lm")
+        """Fill in metas/caption (and codes) with the 5 Hz LM. Returns (request, plan)."""
+        if self.lm is None:
+            raise EngineError("thinking needs an LM: start the engine with --lm (e.g. --lm 0.6B)")
+        from engine.lm.planner import apply_plan
+
+        plan = self.lm.plan(request, progress=progress, cancel=cancel)
+        return apply_plan(request, plan), plan
 
     def sampler_settings(self, request: GenerationRequest) -> SamplerSettings:
         """Schedule, guidance and DCW for a request on the loaded DiT."""
@@ -166,7 +177,11 @@ class Pipeline:
             self.load_dit(request.dit)
             timings["load"] = time.perf_counter() - started
         lm_plan = None
-        if request.thinking:
+        # Upstream plans whenever an LM is loaded and thinking or a use_cot_* flag asks for it
+        # (never for cover / repaint / extract).
+        from engine.lm.planner import Planner
+
+        if Planner.should_plan(request) and (request.thinking or self.lm is not None):
             request, lm_plan = self._plan_with_lm(request, progress, cancel)
 
         batch = request.batch_size
@@ -175,9 +190,11 @@ class Pipeline:
             cond = build_conditioning(self, request, batch, progress, cancel)
             out = self._run(request, cond, seeds, emit, cancel, dump, timings)
         audio_items, dumped = out
+        if dump and lm_plan is not None:
+            dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
             audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
-            timings=timings, lm_plan=lm_plan, dump=dumped if dump else None,
+            timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
             models={"dit": self.dit_name, "lm": self.lm_name or ""},
         )
 

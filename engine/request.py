@@ -296,9 +296,43 @@ class GenerationRequest:
             for key in self.lm_constraints:
                 if key not in allowed:
                     raise RequestError("lm_constraints", f"unknown field '{key}' (allowed: {sorted(allowed)})")
+            _check_lm_constraints(self.lm_constraints)
 
 
 # ---------------------------------------------------------------- small helpers
+def _check_lm_constraints(constraints: dict[str, Any]) -> None:
+    """bpm / duration: [low, high] inclusive; keyscale / timesignature / language: non-empty lists."""
+    for key in ("bpm", "duration"):
+        if key in constraints:
+            value = constraints[key]
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise RequestError("lm_constraints", f"{key} must be a [low, high] pair, got {value!r}")
+            low, high = (_as_float(f"lm_constraints.{key}", v) for v in value)
+            if low > high:
+                raise RequestError("lm_constraints", f"{key} range [{low:g}, {high:g}] is empty")
+            lo_limit, hi_limit = (BPM_RANGE if key == "bpm" else (10, MAX_DURATION_S))
+            if high < lo_limit or low > hi_limit:
+                raise RequestError("lm_constraints", f"{key} range [{low:g}, {high:g}] lies outside "
+                                                     f"{lo_limit}-{hi_limit:g}")
+    for key in ("keyscale", "timesignature", "language"):
+        if key not in constraints:
+            continue
+        value = constraints[key]
+        if isinstance(value, str):
+            value = [value]
+            constraints[key] = value
+        if not isinstance(value, (list, tuple)) or not value:
+            raise RequestError("lm_constraints", f"{key} must be a non-empty list of candidates, got {value!r}")
+        for item in value:
+            text = str(item).strip()
+            if key == "keyscale" and not is_valid_keyscale(text):
+                raise RequestError("lm_constraints", f"keyscale candidate '{text}' is not a key like 'F# minor'")
+            if key == "timesignature" and normalize_timesignature(text) not in TIME_SIGNATURES:
+                raise RequestError("lm_constraints", f"timesignature candidate '{text}' must be 2, 3, 4 or 6")
+            if key == "language" and not (text.isalpha() and text.islower() and 2 <= len(text) <= 7):
+                raise RequestError("lm_constraints", f"language candidate '{text}' is not a code like 'en'")
+
+
 def is_valid_keyscale(text: str) -> bool:
     parts = text.strip().split()
     if len(parts) != 2:

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--dit", metavar="NAME", default=None,
                         help="DiT checkpoint folder (default: the request's `dit`, else acestep-v15-turbo)")
+    parser.add_argument("--lm", metavar="NAME", default=None,
+                        help="5 Hz LM planner to load: 0.6B, 1.7B, 4B or a folder name (default: with "
+                             "\"thinking\": true, the smallest LM folder present)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     request.dit = dit
     try:
         progress(_event("load", f"loading models from {args.checkpoints or 'default checkpoints'} (DiT {dit})"))
-        pipeline = Pipeline.from_checkpoints(args.checkpoints, dit=dit, device=args.device, dtype=args.dtype)
+        lm = args.lm or (_first_lm(args.checkpoints) if request.thinking else None)
+        pipeline = Pipeline.from_checkpoints(args.checkpoints, dit=dit, lm=lm, device=args.device, dtype=args.dtype)
         result = pipeline.generate(request, progress=progress, dump=bool(args.dump))
     except RequestError as exc:
         return _fail(f"bad request: {exc}")
@@ -107,6 +111,14 @@ def run(args: argparse.Namespace) -> int:
         seeds = ", ".join(str(s) for s in result.seeds)
         print(f"wrote {', '.join(str(p) for p in paths)} (seeds {seeds})", file=sys.stderr)
     return 0
+
+
+def _first_lm(root) -> str | None:
+    """The smallest LM folder under the checkpoint root (None when there is none)."""
+    from engine.checkpoints import LM_MODELS, resolve_root
+
+    base = resolve_root(root)
+    return next((name for name in LM_MODELS if (base / name).is_dir()), None)
 
 
 def _event(stage: str, message: str):

@@ -1,0 +1,19 @@
+"""Shared bits of the LM tests."""
+
+import os
+
+import pytest
+import torch
+
+# Subprocesses (CLI tests) run with one intra-op thread, like the in-process tests below.
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The LM tests are many tiny ops; on a shared 2-core machine one thread is far faster
+    (and the parity fixtures say 1 thread reproduces every token)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
