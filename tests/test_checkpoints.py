@@ -347,3 +347,25 @@ def test_python_files_in_checkpoint_folders_are_never_imported(parity_checkpoint
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
         assert path.stat().st_mtime_ns == mtime
     assert not list(root.rglob("__pycache__"))
+
+
+def test_engine_wrappers_load_text_encoder_and_vae_strictly(tmp_path, parity_checkpoints):
+    """The pipeline's own wrappers refuse a renamed key instead of random-initialising the layer."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from engine.models.text_encoder import TextEncoder
+    from engine.models.vae import VAE
+    from engine.types import CheckpointError
+
+    for name, weights, wrapper in (("Qwen3-Embedding-0.6B", "model.safetensors", TextEncoder),
+                                   ("vae", "diffusion_pytorch_model.safetensors", VAE)):
+        folder = tmp_path / name
+        shutil.copytree(parity_checkpoints / name, folder)
+        state = load_file(str(folder / weights))
+        key = sorted(state)[-1]
+        state["renamed." + key] = state.pop(key)
+        save_file(state, str(folder / weights))
+        with pytest.raises(CheckpointError, match="missing key"):
+            wrapper.from_folder(folder)

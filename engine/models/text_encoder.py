@@ -9,12 +9,10 @@ embedding table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from engine.checkpoints import validate_folder
-from engine.types import CheckpointError
+from engine.checkpoints import load_text_encoder
 
 CAPTION_MAX_TOKENS = 256
 LYRIC_MAX_TOKENS = 2048
@@ -35,14 +33,8 @@ class TextEncoder:
 
     @classmethod
     def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "TextEncoder":
-        from transformers import AutoModel, AutoTokenizer
-
-        folder = validate_folder(path, "text_encoder")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-            model = AutoModel.from_pretrained(str(folder), dtype=torch.float32, attn_implementation="sdpa")
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{folder}: cannot load the text encoder ({str(exc).splitlines()[0]})") from None
+        """Tokenizer and Qwen3Model of the folder, loaded strictly (every key, every shape)."""
+        tokenizer, model = load_text_encoder(path)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(tokenizer, model, device, dtype)
 

@@ -8,12 +8,10 @@ each side; only the core of each window is kept (overlap-discard), so tiles neve
 
 from __future__ import annotations
 
-import warnings
 
 import torch
 
-from engine.checkpoints import validate_folder
-from engine.types import CheckpointError
+from engine.checkpoints import load_vae
 
 SAMPLE_RATE = 48000
 HOP = 1920  # samples per latent frame
@@ -33,17 +31,9 @@ class VAE:
 
     @classmethod
     def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "VAE":
-        from diffusers import AutoencoderOobleck
-
-        folder = validate_folder(path, "vae")
-        try:
-            # The published file is bf16; load upcast to fp32, then move to the run dtype.
-            with warnings.catch_warnings():  # legacy weight_norm keys trigger a FutureWarning
-                warnings.simplefilter("ignore", FutureWarning)
-                model = AutoencoderOobleck.from_pretrained(str(folder), torch_dtype=torch.float32,
-                                                           low_cpu_mem_usage=False)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{folder}: cannot load the VAE ({str(exc).splitlines()[0]})") from None
+        """The folder's AutoencoderOobleck, loaded strictly; the published bf16 file is upcast to fp32
+        and then moved to the run dtype."""
+        model = load_vae(path)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, device, dtype)
 
