@@ -115,6 +115,8 @@ def prepare_source(request: GenerationRequest, encode: EncodeFn, decode_codes: D
     task = request.task_type
     check_track_names(request)
     if request.audio_codes:
+        if task not in ("cover", "text2music"):
+            raise RequestError("audio_codes", f"audio codes only apply to cover (or text2music), not to '{task}'")
         codes = parse_audio_codes(request.audio_codes)
         hints = decode_codes(codes)
         if hints.dim() == 2:
