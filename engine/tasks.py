@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from engine.prompts import TEXT2MUSIC_INSTRUCTION, request_prompts
-from engine.regions import resolve_repaint_config, splice_waveform
+from engine.regions import splice_waveform
 from engine.request import GenerationRequest
-from engine.samplers import RepaintSettings
+from engine.samplers import RepaintSettings, repaint_schedule
 from engine.task_inputs import prepare_reference, prepare_source
 from engine.types import Cancelled, EngineError, ProgressEvent
 
@@ -161,8 +161,7 @@ def build_source_task(pipeline: "Pipeline", request: GenerationRequest, batch_si
     if source.is_cover:
         _add_cover_hints(pipeline, request, source, cond, batch_size)
     if source.repaint_mask is not None:
-        ratio, crossfade_frames, wav_crossfade_s = resolve_repaint_config(request.repaint_mode,
-                                                                          request.repaint_strength)
+        ratio, crossfade_frames, wav_crossfade_s = repaint_schedule(request.repaint_mode, request.repaint_strength)
         mask = _batch(source.repaint_mask, batch_size)
         cond.repaint = RepaintSettings(mask=mask, clean=target, injection_ratio=ratio,
                                        crossfade_frames=crossfade_frames)
