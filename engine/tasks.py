@@ -191,10 +191,23 @@ def _add_cover_hints(pipeline: "Pipeline", request: GenerationRequest, source, c
         cond.non_cover_caption_prompts = [non_cover] * batch_size
 
 
+def build_text2music_task(pipeline: "Pipeline", request: GenerationRequest, batch_size: int,
+                          progress=None, cancel=None) -> Conditioning:
+    """text2music, with the timbre of `reference_audio` when one is given."""
+    cond = build_text2music(pipeline, request, batch_size)
+    if request.reference_audio is not None:
+        if progress is not None:
+            progress(ProgressEvent("encode_audio", 0, 1, "encoding reference audio"))
+        reference = prepare_reference(request, _encoder(pipeline), pipeline.silence_latent)
+        reference = reference.to(pipeline.device, pipeline.dtype)
+        cond.refer_packed = _batch(reference, batch_size)
+        cond.dump["refer_audio_latents"] = reference
+    return cond
+
+
 # task_type -> builder(pipeline, request, batch_size, progress, cancel) -> Conditioning
 BUILDERS: dict[str, Callable[..., Conditioning]] = {
-    "text2music": lambda pipeline, request, batch_size, progress=None, cancel=None:
-        build_text2music(pipeline, request, batch_size),
+    "text2music": build_text2music_task,
     "repaint": build_source_task,
     "cover": build_source_task,
     "lego": build_source_task,

@@ -119,3 +119,13 @@ def test_explicit_codes_give_the_same_hints_as_the_source(turbo):
         err = (context[:, :147] - ref).abs().max() / ref.pow(2).mean().sqrt()
         assert err < 1e-4
         assert torch.equal(out.dump["audio_codes"].flatten(), expected["audio_codes"].flatten())
+
+
+def test_text2music_uses_the_reference_timbre(turbo):
+    _, expected, path = load_case("cover_turbo_strength05_reference")
+    request = GenerationRequest.from_dict(dict(caption="x", duration=5.2, seed=1, inference_steps=1,
+                                               reference_audio=str(CASES_DIR / "audio" / "reference.wav")))
+    out = turbo.generate(request, dump=True)
+    ref = expected["refer_audio_latents"]
+    err = (out.dump["refer_audio_latents"] - ref).abs().max() / ref.pow(2).mean().sqrt()
+    assert err < 1e-4
