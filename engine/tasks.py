@@ -130,7 +130,7 @@ def build_source_task(pipeline: "Pipeline", request: GenerationRequest, batch_si
     emit(ProgressEvent("encode_audio", 0, 2, "encoding source audio"))
     silence = pipeline.silence_latent
     source = prepare_source(request, _encoder(pipeline), _code_decoder(pipeline), silence,
-                            enforce_region_limits=getattr(pipeline, "enforce_region_limits", True))
+                            enforce_region_limits=pipeline.enforce_region_limits)
     if cancel is not None and cancel():
         raise Cancelled("cancelled")
     emit(ProgressEvent("encode_audio", 1, 2, "encoding reference audio" if request.reference_audio
