@@ -134,6 +134,18 @@ def test_default_downloads_the_core_set_into_the_root(fake_hub, tmp_path, capsys
     assert capsys.readouterr().out.count(": ok (") == 3
 
 
+def test_the_real_snapshot_download_accepts_our_arguments(fake_hub, tmp_path):
+    import inspect
+
+    import huggingface_hub
+
+    assert download.run(_args(tmp_path / "checkpoints", model=["acestep-v15-base"])) == 0
+    (call,) = fake_hub.calls
+    call = {**call, "local_dir": str(call["local_dir"])}
+    inspect.signature(huggingface_hub.snapshot_download).bind(**call)  # TypeError if a name is wrong
+    assert call["endpoint"] == download.hub_endpoint()
+
+
 def test_sub_model_repos_go_into_their_own_folder(fake_hub, tmp_path):
     root = tmp_path / "checkpoints"
     assert download.run(_args(root, model=["acestep-v15-base", "0.6B"])) == 0
