@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="PLAN.json", required=True, help="where to write the plan")
     parser.add_argument("--lm", default="acestep-5Hz-lm-0.6B",
                         help="LM folder name or size: 0.6B, 1.7B, 4B (default: acestep-5Hz-lm-0.6B)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="where to run the LM (default: cuda if available, else cpu)")
     parser.add_argument("--duration-max", type=int, default=None,
                         help="longest duration the LM may choose, seconds (default: 240 on CPU, 480/600 on GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

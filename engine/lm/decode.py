@@ -131,7 +131,7 @@ def decode(
     mask = attention_mask.clone()
     past = None
     out_tokens: list[int] = []
-    codes_index = fsm.t.codes_phase_indices.to(device) if fsm is not None else None
+    codes_index = fsm.t.on("codes_phase_indices", device) if fsm is not None else None
     with torch.inference_mode():
         for step in range(max_new_tokens):
             if cancel is not None and cancel():

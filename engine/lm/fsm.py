@@ -172,7 +172,7 @@ class MetadataFSM:
         return scores
 
     def _mask_audio_codes(self, scores: torch.Tensor) -> None:
-        scores[self.t.audio_code_ids.to(scores.device)] = NEG_INF
+        scores[self.t.on("audio_code_ids", scores.device)] = NEG_INF
 
     def _contains_think_end(self, input_ids) -> bool:
         seq = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
@@ -185,14 +185,13 @@ class MetadataFSM:
         if self.state is State.COMPLETED:
             if self.phase == "understand":
                 # Free text after </think>; no audio codes (guard: not even the never-valid ones).
-                codes = self.t.all_code_ids if self.guard else self.t.audio_code_ids
-                scores[codes.to(scores.device)] = NEG_INF
+                scores[self.t.on("all_code_ids" if self.guard else "audio_code_ids", scores.device)] = NEG_INF
             return scores
         if self.phase == "codes" and self.state is State.THINK_TAG and self._contains_think_end(input_ids):
             self.state = State.CODES_GENERATION
             self.codes_count = 0
         if self.state is State.CODES_GENERATION:
-            scores.masked_fill_(~self.t.codes_phase_allowed.to(scores.device), NEG_INF)
+            scores.masked_fill_(~self.t.on("codes_phase_allowed", scores.device), NEG_INF)
             eos = self.t.eos_token_id
             if self.target_codes is not None and eos is not None:
                 if self.codes_count < self.target_codes:
@@ -322,7 +321,7 @@ class MetadataFSM:
             scores[self.t.backtick_token] = NEG_INF
         self._mask_audio_codes(scores)
         if self.guard:
-            scores[self.t.added_token_ids.to(scores.device)] = NEG_INF
+            scores[self.t.on("added_token_ids", scores.device)] = NEG_INF
         if self.caption_token_count >= self.caption_max_tokens and self.t.newline_token is not None:
             return self._only(scores, [self.t.newline_token])
         return scores

@@ -16,12 +16,14 @@ import torch
 from engine.checkpoints import validate_folder
 from engine.lm import constants as C
 from engine.lm.tables import FSMTables
-from engine.types import CheckpointError
+from engine.types import CheckpointError, EngineError
 
 
 def default_device(device: str | None) -> str:
     if device:
-        return device
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise EngineError("device: CUDA was requested but torch sees no CUDA device")
+        return str(device)
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

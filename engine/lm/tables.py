@@ -68,12 +68,22 @@ class FSMTables:
         self.codes_phase_allowed = valid
         self.codes_phase_indices = valid.nonzero(as_tuple=False).squeeze(1)
         self._text_index: dict[str, list[int]] | None = None
+        self._device_cache: dict[tuple[str, str], torch.Tensor] = {}
 
         self.bpm_tree = self.numeric_tree("bpm", range(C.BPM_MIN, C.BPM_MAX + 1))
         self.duration_tree = self.numeric_tree("duration", range(C.DURATION_MIN, self.duration_max + 1))
         self.timesig_tree = self.numeric_tree("timesignature", C.VALID_TIME_SIGNATURES)
         self.keyscale_tree = self.keyscale_tree_for(C.VALID_KEYSCALES)
         self.language_tree = self.value_tree("language", C.VALID_LANGUAGES)
+
+    def on(self, name: str, device) -> torch.Tensor:
+        """Tensor attribute `name` on `device` (copied once per device, then reused every step)."""
+        key = (name, str(device))
+        cached = self._device_cache.get(key)
+        if cached is None:
+            cached = getattr(self, name).to(device)
+            self._device_cache[key] = cached
+        return cached
 
     # ------------------------------------------------------------------ basics
     def encode(self, text: str) -> list[int]:
