@@ -157,8 +157,9 @@ def test_context_window_pads_full_regions():
     w = grid.context_window(Region(30, 50))  # region fills the whole 20 s window -> pad 1 s each side
     assert (w.start_s, w.end_s) == pytest.approx((29, 51))
     assert w.region.length_s / w.duration_s < 0.95
-    w = grid.context_window(Region(0, 40))  # at the start: padding goes right
-    assert w.start_s == 0 and w.end_s == pytest.approx(42)
+    w = grid.context_window(Region(0, 40))  # at the start: padding goes right, enough to drop below 95 %
+    assert w.start_s == 0 and w.end_s >= 42
+    assert 40 / w.end_s < 0.95
     w = grid.context_window(Region(20, 29.6))  # 9.6 / 10 = 0.96 of the minimum window -> padded
     assert w.duration_s == pytest.approx(12)
 
@@ -188,6 +189,7 @@ def test_context_window_snaps_to_bars():
 @given(st.floats(0, 500), st.floats(0.5, 95), st.floats(10, 200))
 def test_context_window_invariants(start, length, max_window):
     region = Region(start, start + length)
+    length = region.length_s
     if length > max_window:
         with pytest.raises(GridError):
             grid.context_window(region, max_window_s=max_window)
