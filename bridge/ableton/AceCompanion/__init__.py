@@ -11,8 +11,11 @@ from .insert_server import DEFAULT_PORT, InsertServer, load_allowed_roots
 
 try:  # Live 11/12
     from ableton.v2.control_surface import ControlSurface
-except ImportError:  # older framework
-    from _Framework.ControlSurface import ControlSurface
+except ImportError:
+    try:  # older framework
+        from _Framework.ControlSurface import ControlSurface
+    except ImportError:  # outside Live (tests import insert_server through this package)
+        ControlSurface = object
 
 
 def create_instance(c_instance):
