@@ -107,7 +107,8 @@ def live(tmp_path):
     adapter = AbletonAdapter(state, send_port=sim.port, listen_port=listen, insert_port=sim.insert_port, ping_s=0.2)
     adapter.start()
     try:
-        wait_until(lambda: adapter.status()["connected"] and state.get("key") is not None)
+        wait_until(lambda: adapter.status()["connected"] and all(
+            state.get(name) is not None for name in ("key", "selected_track", "meter", "tempo", "region_qn")))
         yield sim, adapter, state
     finally:
         adapter.stop()
