@@ -106,6 +106,9 @@ def test_corrupt_and_empty_uploads_are_rejected(client, service):
     assert response.status_code == 400 and "empty" in response.json()["detail"]
     # nothing is left behind in the uploads folder
     assert list(service.store.uploads_dir.iterdir()) == []
+    # names cannot escape the uploads folder
+    response = client.post("/v1/files", files={"file": ("../../evil.wav", b"x", "audio/wav")})
+    assert response.status_code == 400 and list(service.store.uploads_dir.iterdir()) == []
 
 
 def test_oversize_upload_is_413(client, service):

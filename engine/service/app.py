@@ -316,8 +316,8 @@ async def save_upload(service: EngineService, upload: UploadFile, field: str) ->
     import soundfile
 
     file_id = new_id()
-    path = service.store.upload_path(file_id)
     name = os.path.basename(upload.filename or "upload") or "upload"
+    path = service.store.new_upload_path(file_id, name)
     size = 0
     try:
         with open(path, "wb") as out:
@@ -339,15 +339,12 @@ async def save_upload(service: EngineService, upload: UploadFile, field: str) ->
                                    f"({str(exc).strip() or type(exc).__name__})", field) from None
         if info.frames <= 0 or info.samplerate <= 0:
             raise HTTPProblem(400, f"{field}: '{name}' holds no audio", field)
-        meta = {"id": file_id, "name": name, "size": size, "sample_rate": info.samplerate,
+        meta = {"id": file_id, "name": name, "file": path.name, "size": size, "sample_rate": info.samplerate,
                 "channels": info.channels, "duration": round(info.frames / info.samplerate, 4),
                 "created_at": time.time()}
         service.store.save_upload_meta(file_id, meta)
     except BaseException as exc:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        service.store.remove_upload(file_id)
         if isinstance(exc, OSError):
             raise HTTPProblem(507, f"{field}: could not store the upload: {exc.strerror or exc}", field) from None
         raise

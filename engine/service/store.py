@@ -5,7 +5,7 @@ Layout under the results folder (default `./results`):
     results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz, 24-bit; .flac when asked)
     results/<job_id>/item<index>-seed<seed>.json  sidecar: request, seed, models, timings, LM plan
     results/.jobs/<job_id>.json                   one small file per job, written atomically
-    results/.uploads/<file_id>                    uploaded audio, with <file_id>.json (name, size)
+    results/.uploads/<file_id>/<name>             uploaded audio, with <file_id>.json (name, size)
 
 Everything is plain JSON and audio, so a results folder can be copied, browsed and
 re-opened by a later engine. Torch-free.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -97,23 +98,38 @@ class Store:
         return records, problems
 
     # ------------------------------------------------------------ uploads
-    def upload_path(self, file_id: str) -> Path:
-        return self.uploads_dir / file_id
+    def new_upload_path(self, file_id: str, name: str) -> Path:
+        """Where an upload is stored: its own folder, keeping the original name (and extension)."""
+        folder = self.uploads_dir / file_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / safe_file_name(name)
+
+    def remove_upload(self, file_id: str) -> None:
+        shutil.rmtree(self.uploads_dir / file_id, ignore_errors=True)
+        try:
+            os.remove(self.uploads_dir / f"{file_id}.json")
+        except OSError:
+            pass
 
     def save_upload_meta(self, file_id: str, meta: dict) -> None:
+        """`meta` must hold `file`, the stored file name inside the upload's folder."""
         write_json_atomic(self.uploads_dir / f"{file_id}.json", meta)
 
     def upload_meta(self, file_id: str) -> dict | None:
         if not is_valid_id(file_id):
             return None
-        meta_path = self.uploads_dir / f"{file_id}.json"
-        if not meta_path.is_file() or not self.upload_path(file_id).is_file():
-            return None
         try:
-            with open(meta_path, encoding="utf-8") as fh:
-                return json.load(fh)
+            with open(self.uploads_dir / f"{file_id}.json", encoding="utf-8") as fh:
+                meta = json.load(fh)
         except (OSError, ValueError):
             return None
+        if not isinstance(meta, dict) or not (self.uploads_dir / file_id / str(meta.get("file", ""))).is_file():
+            return None
+        return meta
+
+    def upload_path(self, file_id: str) -> Path | None:
+        meta = self.upload_meta(file_id)
+        return None if meta is None else self.uploads_dir / file_id / meta["file"]
 
     # ------------------------------------------------------------ results
     def write_result(self, job_id: str, index: int, seed: int, audio: Any, sample_rate: int,
@@ -139,6 +155,13 @@ class Store:
             raise
         write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name})
         return path
+
+
+def safe_file_name(name: str) -> str:
+    """A file name without folders or odd characters; keeps the extension."""
+    base = os.path.basename(str(name).replace("\\", "/")) or "upload"
+    cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .") or "upload"
+    return cleaned[-120:]
 
 
 def to_channels_last(audio: Any) -> np.ndarray:
