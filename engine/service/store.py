@@ -2,7 +2,7 @@
 
 Layout under the results folder (default `./results`):
 
-    results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz, 24-bit; .flac when asked)
+    results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz 32-bit float; 24-bit .flac when asked)
     results/<job_id>/item<index>-seed<seed>.json  sidecar: request, seed, models, timings, LM plan
     results/.jobs/<job_id>.json                   one small file per job, written atomically
     results/.uploads/<file_id>/<name>             uploaded audio, with <file_id>.json (name, size)
@@ -144,7 +144,8 @@ class Store:
         samples = to_channels_last(audio)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            soundfile.write(str(tmp), samples, int(sample_rate), subtype="PCM_24",
+            # WAV keeps the model's float samples exactly; FLAC has no float format, so 24-bit.
+            soundfile.write(str(tmp), samples, int(sample_rate), subtype="PCM_24" if ext == "flac" else "FLOAT",
                             format="FLAC" if ext == "flac" else "WAV")
             os.replace(tmp, path)
         except BaseException:
