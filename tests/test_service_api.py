@@ -172,6 +172,19 @@ def test_token_required_on_every_route_when_set(service):
         assert c.post("/release_task", json={"prompt": "x", "ai_token": "nope"}).status_code == 401
 
 
+def test_cors_only_for_allowed_origins(service):
+    with TestClient(create_app(service, token="t", allow_origins=["http://localhost:5173"])) as c:
+        preflight = c.options("/release_task", headers={"Origin": "http://localhost:5173",
+                                                        "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+        other = c.get("/health", headers={"Origin": "http://evil.example", "Authorization": "Bearer t"})
+        assert "access-control-allow-origin" not in other.headers
+    with TestClient(create_app(service)) as c:
+        response = c.get("/health", headers={"Origin": "http://localhost:5173"})
+        assert "access-control-allow-origin" not in response.headers
+
+
 def test_no_token_means_open_on_loopback(client):
     assert client.get("/health").json()["auth"] is False
     assert client.get("/openapi.json").status_code == 200

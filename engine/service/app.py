@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -80,7 +81,9 @@ _JOB_OPENAPI = {
 }
 
 
-def create_app(service: EngineService, token: str | None = None) -> FastAPI:
+def create_app(service: EngineService, token: str | None = None,
+               allow_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """The API app. `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS)."""
     app = FastAPI(title="ACE Companion engine", version=__version__,
                   description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
                               "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
@@ -207,6 +210,9 @@ def create_app(service: EngineService, token: str | None = None) -> FastAPI:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
+        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
+                           allow_headers=["*"])
     return app
 
 
