@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"engine: serving http://{shown_host}:{args.port} (results in {service.store.root}"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        # event streams stay open while jobs run; do not let them hold up Ctrl-C
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
     finally:
         service.stop()
     return 0
