@@ -256,3 +256,43 @@ def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypa
     assert job["state"] == "failed" and "No space left on device" in job["error"]
     monkeypatch.undo()
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
+
+
+def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
+    """`ace-companion engine` as a process: loads, serves a job with a token, stops on SIGINT."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.client import EngineClient, EngineUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "engine", "--checkpoints", str(checkpoints), "--port", str(port),
+         "--token", "tok", "--device", "cpu", "--results", str(tmp_path / "results")],
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        client = EngineClient(f"http://127.0.0.1:{port}", token="tok", timeout=10)
+
+        def healthy():
+            try:
+                return client.health()
+            except EngineUnavailable:
+                assert process.poll() is None, process.stderr.read()
+                return None
+
+        health = wait_for(healthy, timeout=120, interval=0.2)
+        assert health["dit"] == "acestep-v15-turbo" and health["device"] == "cpu"
+        job = client.wait(client.submit(REQUEST), timeout=120)
+        assert job["state"] == "done", job["error"]
+        assert Path(job["results"][0]["path"]).is_file()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "loading models" in stderr and "serving http://127.0.0.1" in stderr
