@@ -212,11 +212,15 @@ def test_restart_recovery(pipeline, tmp_path):
     assert third.get(crashed.id).state == "failed" and third.get(crashed.id).error == RESTARTED_MESSAGE
     assert third.get(orphan.id).state == "failed" and "gone" in third.get(orphan.id).error
     assert third.get(queued.id).state == "queued"
-    third.start()
+    _start_and_finish(third, queued.id)
+
+
+def _start_and_finish(service, job_id):
+    service.start()
     try:
-        wait_for(lambda: third.get(queued.id).state == "done", timeout=120)
+        wait_for(lambda: service.get(job_id).state == "done", timeout=120)
     finally:
-        third.stop()
+        service.stop()
 
 
 def test_clean_stop_puts_the_running_job_back_in_the_queue(pipeline, tmp_path):
@@ -240,11 +244,7 @@ def test_clean_stop_puts_the_running_job_back_in_the_queue(pipeline, tmp_path):
 
     again = EngineService(pipeline, results, log=lambda line: None)
     assert again.get(job.id).state == "queued"
-    again.start()
-    try:
-        wait_for(lambda: again.get(job.id).state == "done", timeout=120)
-    finally:
-        again.stop()
+    _start_and_finish(again, job.id)
 
 
 def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypatch):

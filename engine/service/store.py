@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,15 +37,13 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.match(value or ""))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_name)` next to `path`, then rename over it: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -53,6 +51,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    replace_atomically(path, write)
 
 
 def _json_default(value: Any) -> Any:
@@ -142,18 +150,10 @@ class Store:
         ext = "flac" if audio_format == "flac" else "wav"
         path = folder / f"item{index}-seed{seed}.{ext}"
         samples = to_channels_last(audio)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            # WAV keeps the model's float samples exactly; FLAC has no float format, so 24-bit.
-            soundfile.write(str(tmp), samples, int(sample_rate), subtype="PCM_24" if ext == "flac" else "FLOAT",
-                            format="FLAC" if ext == "flac" else "WAV")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
+        # WAV keeps the model's float samples exactly; FLAC has no float format, so 24-bit.
+        replace_atomically(path, lambda tmp: soundfile.write(
+            tmp, samples, int(sample_rate), subtype="PCM_24" if ext == "flac" else "FLOAT",
+            format="FLAC" if ext == "flac" else "WAV"))
         write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name})
         return path
 
