@@ -139,17 +139,20 @@ def safe_name(text: str, fallback: str = "untitled") -> str:
 
 
 def clip_path(output_dir: str | os.PathLike, project: str, task: str, bar: int, seed: int | None) -> str:
-    """`<output>/<project>/<project>-<task>-<bar>-<seed>.wav`, with -2, -3... if that name is taken."""
+    """`<output>/<project>/<project>-<task>-<bar>-<seed>.wav`, with -2, -3... if that name is taken.
+    The file is created (empty) to reserve the name."""
     project = safe_name(project)
     folder = os.path.join(os.fspath(output_dir), project)
     os.makedirs(folder, exist_ok=True)
     stem = f"{project}-{safe_name(task, 'clip')}-{bar}-{seed if seed is not None else 'x'}"
-    path = os.path.join(folder, stem + ".wav")
-    n = 2
-    while os.path.exists(path):
-        path = os.path.join(folder, f"{stem}-{n}.wav")
-        n += 1
-    return path
+    n = 1
+    while True:
+        path = os.path.join(folder, f"{stem}.wav" if n == 1 else f"{stem}-{n}.wav")
+        try:  # reserve the name atomically: two jobs finishing together must not pick the same file
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def is_within(path: str | os.PathLike, roots: list[str | os.PathLike]) -> bool:

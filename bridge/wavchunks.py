@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -207,7 +208,7 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, s
     chunks.append(_chunk(b"data", _encode(audio, sample_format)))
     body = b"WAVE" + b"".join(chunks)
     path = os.fspath(path)
-    tmp = f"{path}.part"
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.part"
     with open(tmp, "wb") as fh:
         fh.write(b"RIFF" + struct.pack("<I", len(body)) + body)
     os.replace(tmp, path)
