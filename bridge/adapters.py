@@ -38,8 +38,10 @@ class HostAdapter:
     def status(self) -> dict[str, Any]:
         return {"connected": self.connected(), "last_seen": self.last_seen}
 
-    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0) -> str:
-        """Render project time [start_s, end_s) of the master mix to `dest_path`; returns the path."""
+    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0,
+               source: str = "master") -> str:
+        """Render project time [start_s, end_s) of the master mix (or the selected track) to
+        `dest_path`; returns the path."""
         raise AdapterError(f"{self.name} cannot render audio")
 
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,

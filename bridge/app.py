@@ -443,7 +443,8 @@ class BridgeApp:
             raise BridgeError(self._no_source_message())
         dest = os.path.join(self.config.work_folder, f"render-{uuid.uuid4().hex[:10]}.wav")
         try:
-            path = adapter.render(start_s, end_s, dest, timeout_s=self.config.render_timeout_s)
+            path = adapter.render(start_s, end_s, dest, timeout_s=self.config.render_timeout_s,
+                                  source=self.config.render_source)
             audio, sr = read_audio(path)
         except AdapterError as exc:
             raise BridgeError(str(exc)) from None

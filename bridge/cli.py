@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from bridge.config import HOSTS, INSERT_MODES, SNAP_MODES, BridgeConfig, default_output_dir
+from bridge.config import HOSTS, INSERT_MODES, RENDER_SOURCES, SNAP_MODES, BridgeConfig, default_output_dir
 from engine.client import DEFAULT_URL
 
 
@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="REAPER web interface, e.g. http://127.0.0.1:8080, to read the meter (BEATPOS)")
     g.add_argument("--reaper-mailbox", default=None,
                    help="folder shared with ace_companion.lua (default ~/.ace-companion/reaper)")
+    g.add_argument("--render-source", choices=RENDER_SOURCES, default="master",
+                   help="what ace_companion.lua renders as source audio: the master mix or the selected track "
+                        "(default master)")
     g = parser.add_argument_group("Ableton Live")
     g.add_argument("--ableton-port", type=int, default=11000, help="AbletonOSC's UDP port (default 11000)")
     g.add_argument("--ableton-listen-port", type=int, default=11001,
@@ -85,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         engine_url=args.engine_url, token=args.token, host=args.host, osc_host=args.osc_host,
         osc_port=args.osc_port, reply_port=args.reply_port, reaper_listen_port=args.reaper_listen_port,
         reaper_port=args.reaper_port, reaper_web_url=args.reaper_web_url, reaper_mailbox=args.reaper_mailbox,
+        render_source=args.render_source,
         ableton_port=args.ableton_port, ableton_listen_port=args.ableton_listen_port,
         ableton_insert_port=args.ableton_insert_port, midi_in=args.midi_in, midi_virtual=args.midi_virtual,
         midi_mappings=list(args.midi_map), output_dir=os.path.abspath(os.path.expanduser(args.output)),

@@ -12,6 +12,7 @@ HOSTS = ("auto", "reaper", "ableton", "midi", "none")
 ACTIONS = ("generate", "repaint", "continue", "cover", "stems", "extract")
 INSERT_MODES = ("replace", "add", "new_track", "none")  # add = on the selected track, nothing removed
 SNAP_MODES = ("nearest", "outward", "inward", "off")
+RENDER_SOURCES = ("master", "track")
 
 
 def default_output_dir() -> str:
@@ -33,6 +34,7 @@ class BridgeConfig:
     reaper_port: int = 8000
     reaper_web_url: str | None = None  # e.g. http://127.0.0.1:8080 for BEATPOS (meter)
     reaper_mailbox: str | None = None  # folder shared with ace_companion.lua
+    render_source: str = "master"  # what REAPER renders as source audio: master mix or the selected track
     # Ableton: AbletonOSC on 11000, replies on 11001; our Remote Script on 11010
     live_host: str = "127.0.0.1"
     ableton_port: int = 11000
@@ -67,6 +69,8 @@ class BridgeConfig:
             raise ValueError(f"host {self.host!r} is not one of {', '.join(HOSTS)}")
         if self.insert_mode not in INSERT_MODES:
             raise ValueError(f"insert mode {self.insert_mode!r} is not one of {', '.join(INSERT_MODES)}")
+        if self.render_source not in RENDER_SOURCES:
+            raise ValueError(f"render source {self.render_source!r} is not one of {', '.join(RENDER_SOURCES)}")
         if self.snap not in SNAP_MODES:
             raise ValueError(f"snap {self.snap!r} is not one of {', '.join(SNAP_MODES)}")
         for name in ("osc_port", "reaper_listen_port", "reaper_port", "ableton_port", "ableton_listen_port",

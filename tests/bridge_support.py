@@ -215,7 +215,7 @@ class SimulatedReaper:
 
     def _render(self, cmd) -> str:
         start, end = float(cmd["start"]), float(cmd["end"])
-        self.renders.append({"start": start, "end": end})
+        self.renders.append({"start": start, "end": end, "source": cmd.get("source")})
         a = int(round(start * self.sample_rate))
         frames = int(round(end * self.sample_rate)) - a
         audio = timecode(a / self.sample_rate, frames, self.sample_rate)

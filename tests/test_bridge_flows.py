@@ -72,7 +72,7 @@ def test_reaper_repaint_eight_bars_of_three_four(reaper_flow):
 
     # REAPER rendered a padded, bar-aligned context window around the selection
     render = reaper.renders[0]
-    assert render["start"] < REGION[0] and render["end"] > REGION[1]
+    assert render["start"] < REGION[0] and render["end"] > REGION[1] and render["source"] == "master"
     request = engine.pipeline.requests[0]
     assert request.task_type == "repaint" and request.bpm == 96 and request.timesignature == "3"
     assert request.keyscale == "A minor" and request.seed == 7

@@ -348,10 +348,12 @@ class ReaperAdapter(HostAdapter):
             raise AdapterError(f"REAPER {command} gave no result (reply: {reply})")
         return reply
 
-    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0) -> str:
+    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0,
+               source: str = "master") -> str:
         dest_path = os.path.abspath(dest_path)
         os.makedirs(os.path.dirname(dest_path), exist_ok=True)
-        reply = self._command("render", timeout_s, start=f"{start_s:.9f}", end=f"{end_s:.9f}", path=dest_path)
+        reply = self._command("render", timeout_s, start=f"{start_s:.9f}", end=f"{end_s:.9f}", path=dest_path,
+                              source=source)
         path = reply.get("path") or dest_path
         if not os.path.exists(path):
             raise AdapterError(f"REAPER reported a finished render but {path} does not exist")
