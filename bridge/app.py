@@ -354,7 +354,10 @@ class BridgeApp:
             elif action == "continue":
                 bars = overrides.get("bars", self.config.continue_bars)
                 first_bar, n_bars = grid.region_bars(region, tempo_map)
-                n_new = float(bars) if bars is not None else n_bars
+                try:
+                    n_new = float(bars) if bars is not None else n_bars
+                except (TypeError, ValueError):
+                    raise BridgeError(f"continuation length {bars!r} bars is not a number") from None
                 if not math.isfinite(n_new) or n_new <= 0:
                     raise BridgeError(f"continuation length {bars!r} bars must be a positive number")
                 end_bar = tempo_map.seconds_to_bar(region.end_s)

@@ -74,14 +74,29 @@ def apply_edge_fades(audio: np.ndarray, sample_rate: int, fade_ms: float) -> np.
 def source_excerpt(path: str | os.PathLike, start_s: float, end_s: float, out_sr: int = ENGINE_SAMPLE_RATE,
                    file_offset_s: float = 0.0) -> np.ndarray:
     """Project time [start_s, end_s) from a file whose first sample is project time `file_offset_s`,
-    resampled to `out_sr`; silence where the file does not reach."""
-    audio, sr = read_audio(path)
-    a = seconds_to_samples(start_s - file_offset_s, sr)
-    frames = span_samples(start_s, end_s, sr)
-    excerpt = take(audio, a, frames)
+    resampled to `out_sr`; silence where the file does not reach. Reads only that part of the file."""
+    try:
+        with sf.SoundFile(os.fspath(path)) as fh:
+            sr, total = fh.samplerate, fh.frames
+            a = seconds_to_samples(start_s - file_offset_s, sr)
+            frames = span_samples(start_s, end_s, sr)
+            lo, hi = max(a, 0), min(a + frames, total)
+            part = np.zeros((0, fh.channels), dtype=np.float32)
+            if hi > lo:
+                fh.seek(lo)
+                part = fh.read(hi - lo, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise ClipError(f"cannot read audio file {path}: {exc}") from None
+    except FileNotFoundError:
+        raise ClipError(f"audio file not found: {path}") from None
+    audio = part.T
+    if audio.shape[0] == 1:
+        audio = np.concatenate([audio, audio])
+    excerpt = np.zeros((2, frames), dtype=np.float32)
+    if hi > lo:
+        excerpt[:, lo - a:hi - a] = audio[:2]
     out = resample(excerpt, sr, out_sr)
-    want = span_samples(start_s, end_s, out_sr)
-    return take(out, 0, want)
+    return take(out, 0, span_samples(start_s, end_s, out_sr))
 
 
 def write_context(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = ENGINE_SAMPLE_RATE) -> str:

@@ -91,3 +91,23 @@ def test_key_to_midi_note():
     assert key_to_midi_note("Cb major") == 59
     assert key_to_midi_note("") is None
     assert key_to_midi_note("H minor") is None
+
+
+def test_clip_helpers(tmp_path):
+    from bridge.clips import apply_edge_fades, clip_path, is_within, safe_name, source_excerpt, take
+    sr = 8000
+    ramp = np.arange(sr * 2, dtype=np.float32) / sr  # value = seconds into the file
+    sf.write(tmp_path / "mono.wav", ramp, sr, subtype="FLOAT")
+    part = source_excerpt(tmp_path / "mono.wav", 2.0, 3.0, out_sr=sr, file_offset_s=0.5)
+    assert part.shape == (2, sr)  # mono doubled; 2.0 s project = 1.5 s into the file
+    assert part[0, 0] == pytest.approx(1.5) and part[1, 100] == pytest.approx(1.5 + 100 / sr)
+    assert np.all(part[:, sr // 2 + 10:] == 0)  # past the file's end: silence
+    assert take(np.ones((2, 4), np.float32), -2, 4).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1]]
+    faded = apply_edge_fades(np.ones((2, 1000), np.float32), 1000, 10)
+    assert faded[0, 0] == 0 and faded[0, -1] == 0 and faded[0, 500] == 1
+    assert safe_name("My Song/../x") == "My_Song_.._x" and safe_name("") == "untitled"
+    first = clip_path(tmp_path, "Song", "repaint", 3, 7)
+    second = clip_path(tmp_path, "Song", "repaint", 3, 7)
+    assert first.endswith("Song-repaint-3-7.wav") and second.endswith("Song-repaint-3-7-2.wav")
+    assert is_within(first, [tmp_path]) and not is_within("/etc/passwd", [tmp_path])
+    assert not is_within(str(tmp_path / ".." / "x.wav"), [tmp_path])
