@@ -28,6 +28,7 @@ from bridge.clips import (ENGINE_SAMPLE_RATE, ClipError, ClipMeta, clip_path, cu
 from bridge.config import ACTIONS, INSERT_MODES, BridgeConfig
 from bridge.grid import GridError, Region, TempoMap
 from bridge.host_state import HostState
+from bridge.listeners import Listeners
 from bridge.wavchunks import WavError, read_wav
 from engine.client import EngineClient, EngineHTTPError, EngineUnavailable
 from engine.request import TIME_SIGNATURES, TRACK_NAMES, GenerationRequest, RequestError, is_valid_keyscale
@@ -97,7 +98,7 @@ class BridgeApp:
         self.commands = None
         self.actions: dict[str, ActionRecord] = {}
         self._job_actions: dict[str, str] = {}
-        self._listeners: list[Listener] = []
+        self._listeners = Listeners("bridge event")
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -188,26 +189,12 @@ class BridgeApp:
         return status
 
     def subscribe(self, callback: Listener) -> Callable[[], None]:
-        """Bridge events: dicts with "type" job|progress|result|error|done (see README)."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-        return unsubscribe
+        """Bridge events: dicts with "type" job|progress|result|error|done|offer (see README).
+        Returns a function that unsubscribes."""
+        return self._listeners.add(callback)
 
     def _emit(self, event: Event, notify: Listener | None = None) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        if notify is not None:
-            listeners.append(notify)
-        for callback in listeners:
-            try:
-                callback(event)
-            except Exception:
-                log.exception("bridge event listener failed")
+        self._listeners.call(event, notify)
 
     # ================================================================ DAW choice
     def _daw(self, capability: str) -> HostAdapter | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from bridge.grid import Region, TempoMap, TempoPoint
+from bridge.listeners import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class HostState:
     def __init__(self, fallback_after_s: float = 3.0, clock: Callable[[], float] = time.time):
         self._lock = threading.RLock()
         self._fields: dict[str, FieldValue] = {}
-        self._subscribers: list[Subscriber] = []
+        self._subscribers = Listeners("host state")
         self._fallback_after_s = fallback_after_s
         self._clock = clock
 
@@ -82,14 +83,8 @@ class HostState:
                 self._fields[name] = entry
                 if current is None or current.value != value or current.source != source:
                     changed[name] = entry
-            subscribers = list(self._subscribers)
         if changed:
-            payload = {name: entry.to_dict() for name, entry in changed.items()}
-            for callback in subscribers:
-                try:
-                    callback(payload)
-                except Exception:  # a broken subscriber must not break the adapters
-                    log.exception("host state subscriber failed")
+            self._subscribers.call({name: entry.to_dict() for name, entry in changed.items()})
         return changed
 
     def set(self, name: str, value: Any, source: str, fallback: bool = False) -> bool:
@@ -122,14 +117,7 @@ class HostState:
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(changed)` on every change, `changed` shaped like `snapshot()`.
         Returns a function that unsubscribes. Callbacks run on the adapter's thread."""
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     # ---------------------------------------------------------------- derived
     def tempo_map(self) -> TempoMap | None:
