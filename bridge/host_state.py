@@ -144,3 +144,13 @@ class HostState:
         if span_qn is not None and tempo_map is not None:
             return Region.from_beats(span_qn[0], span_qn[1], tempo_map)
         return None
+
+    def region_beats(self) -> tuple[float, float] | None:
+        """The selected region in quarter notes (from region_qn, or region_s through the tempo map)."""
+        span_qn = self.get("region_qn")
+        if span_qn is not None and self.get("region_s") is None:
+            return float(span_qn[0]), float(span_qn[1])
+        region, tempo_map = self.region(), self.tempo_map()
+        if region is None or tempo_map is None:
+            return None
+        return region.to_beats(tempo_map)

@@ -127,7 +127,7 @@ def test_state_from_abletonosc(live):
     assert state.region().start_s == pytest.approx(3.0)  # the loop brace is in beats: it follows the tempo
     sim.set("is_playing", 1)
     wait_until(lambda: state.get("playing") is True)
-    wait_until(lambda: adapter.insert_script_seen is not None)
+    wait_until(lambda: adapter.status()["insert_script"])
 
 
 def test_malformed_abletonosc_values_are_ignored(live):

@@ -79,6 +79,11 @@ class AbletonAdapter(HostAdapter):
     def listen_port(self) -> int:
         return self.osc.port
 
+    def status(self) -> dict[str, Any]:
+        """Adds whether the AceCompanion Remote Script (clip insertion) answers."""
+        seen = self.insert_script_seen
+        return {**super().status(), "insert_script": seen is not None and time.time() - seen < 3 * self.ping_s + 1}
+
     # ------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self.osc.start()
