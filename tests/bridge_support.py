@@ -190,14 +190,18 @@ class SimulatedReaper:
 
     def write_state(self) -> None:
         text = format_kv(self.state) + "".join(f"marker={m}\n" for m in self.markers)
-        tmp = os.path.join(self.mailbox, "state.txt.tmp")
+        tmp = os.path.join(self.mailbox, f"state.txt.{threading.get_ident()}.tmp")
         with open(tmp, "w") as fh:
             fh.write(text)
         os.replace(tmp, os.path.join(self.mailbox, "state.txt"))
 
     # the script side
     def _script_loop(self) -> None:
+        last_state = 0.0
         while not self._stop.wait(0.03):
+            if time.monotonic() - last_state > 1.0 and "sel_start" in self.state:  # heartbeat, as the script
+                self.write_state()
+                last_state = time.monotonic()
             for name in sorted(os.listdir(self.mailbox)):
                 if not (name.startswith("cmd-") and name.endswith(".txt")):
                     continue

@@ -106,6 +106,7 @@ def _run(app, action, overrides=None):
 def test_real_engine_clip_on_the_grid(flow, action, overrides, position):
     app, reaper = flow
     record = _run(app, action, overrides)
+    assert record.clips[0]["inserted"], record.clips[0]["message"]
     inserted = reaper.inserted[-1]
     assert inserted["position"] == pytest.approx(position, abs=1e-9)
     assert record.clips[0]["length_samples"] == CLIP_FRAMES
