@@ -1,5 +1,7 @@
 """Whole flows: simulated DAW on loopback UDP -> bridge -> engine HTTP API (echo pipeline) -> clip back in the DAW."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,14 @@ def test_ableton_repaint_from_source_file_inserted_by_remote_script(tmp_path):
         finally:
             app.stop()
             live.close()
+
+
+def test_reaper_gone_at_insert_time_offers_the_clip_for_dragging(reaper_flow):
+    app, reaper, client, engine = reaper_flow
+    reaper.render_mode = "silent"  # the script stopped answering
+    app.config.insert_timeout_s = 0.5
+    client.send(app.commands.port, "/acecomp/generate")
+    result = client.wait_for("/acecomp/result")
+    assert result[3] == 0 and "did not answer" in result[4] and "drag" in result[4]
+    assert client.wait_for("/acecomp/done")[1] == "done"
+    assert os.path.exists(result[1])  # the clip is there to drag
