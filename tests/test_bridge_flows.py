@@ -8,7 +8,7 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from bridge.wavchunks import read_wav
-from tests.bridge_support import (MARK_HZ, EchoPipeline, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
+from tests.bridge_support import (MARK_HZ, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
                                   free_udp_port, timecode, wait_until)
 
 HOST_SR = 44100

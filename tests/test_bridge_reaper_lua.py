@@ -2,13 +2,12 @@
 then talks to it through the real mailbox code the bridge uses."""
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
 from bridge.host_state import HostState
-from bridge.reaper.adapter import ReaperMailbox, parse_kv, state_from_mailbox
+from bridge.reaper.adapter import ReaperMailbox, state_from_mailbox
 
 lupa = pytest.importorskip("lupa")
 
