@@ -225,6 +225,11 @@ class BridgeApp:
         except EngineUnavailable as exc:
             raise BridgeError(f"the engine is not running: {exc}") from None
         except EngineHTTPError as exc:
+            for job_id in record.job_ids:  # stems: do not leave half an action running
+                try:
+                    self.client.cancel(job_id)
+                except (EngineUnavailable, EngineHTTPError):
+                    pass
             raise BridgeError(f"the engine refused the job: {exc.message}") from None
         finally:
             if source_path is not None:

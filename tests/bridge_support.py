@@ -44,8 +44,9 @@ class EchoPipeline:
     a 1 kHz tone (outpainting past the end like the engine); extract: half the source;
     cover: the source negated; text2music: the tone for `duration`."""
 
-    def __init__(self, steps: int = 3):
+    def __init__(self, steps: int = 3, step_s: float = 0.0):
         self.steps = steps
+        self.step_s = step_s
         self.requests = []
 
     def info(self) -> dict:
@@ -65,6 +66,7 @@ class EchoPipeline:
                 raise Cancelled("cancelled")
             if progress:
                 progress(ProgressEvent("diffusion", step + 1, self.steps, ""))
+            time.sleep(self.step_s)
         if request.task_type == "text2music":
             audio = mark(int(round(request.duration * SR)))
         else:

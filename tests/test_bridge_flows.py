@@ -194,3 +194,27 @@ def test_reaper_gone_at_insert_time_offers_the_clip_for_dragging(reaper_flow):
     assert result[3] == 0 and "did not answer" in result[4] and "drag" in result[4]
     assert client.wait_for("/acecomp/done")[1] == "done"
     assert os.path.exists(result[1])  # the clip is there to drag
+
+
+def test_cancel_over_osc_stops_the_running_action(tmp_path):
+    from tests.bridge_support import EchoPipeline
+    with echo_engine(tmp_path, EchoPipeline(steps=200, step_s=0.05)) as engine:
+        config = BridgeConfig(engine_url=engine.url, host="none", osc_port=0, output_dir=str(tmp_path / "clips"))
+        app = BridgeApp(config)
+        app.start()
+        client = OscPeer()
+        try:
+            for address, args in (("/acecomp/tempo", (96.0,)), ("/acecomp/meter", (3, 4)),
+                                  ("/acecomp/region", REGION)):
+                client.send(app.commands.port, address, *args)
+            wait_until(lambda: len(client.all("/acecomp/ok")) == 3)
+            client.send(app.commands.port, "/acecomp/generate")
+            job_id = client.wait_for("/acecomp/job")[1]
+            client.wait_for("/acecomp/progress")
+            client.send(app.commands.port, "/acecomp/cancel")
+            assert client.wait_for("/acecomp/ok", predicate=lambda a: a[0] == "cancel")[1] == job_id
+            assert client.wait_for("/acecomp/done")[1] == "cancelled"
+            assert not client.all("/acecomp/result")
+        finally:
+            client.close()
+            app.stop()
