@@ -366,8 +366,9 @@ class BridgeApp:
                 grid.check_region_length(region, action)
                 w = window_for(region)
                 stems = self._stems(action, overrides, request_over)
+                dit = {"dit": self.config.extract_dit} if self.config.extract_dit and not base.get("dit") else {}
                 for stem in stems:
-                    requests.append({**base, "task_type": "extract", "track_name": stem})
+                    requests.append({**base, **dit, "task_type": "extract", "track_name": stem})
                     clips.append(ClipPlan(region, w.start_s, f"{action}-{stem}", new_track=True, track_name=stem))
                 span = (w.start_s, w.end_s)
         except GridError as exc:

@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--continue-bars", type=float, default=None,
                    help="bars to add when continuing (default: as many as the region)")
     g.add_argument("--stems", default="drums,bass,vocals", help="stems to extract (default drums,bass,vocals)")
+    g.add_argument("--extract-dit", default="acestep-v15-base",
+                   help="DiT folder for stems/extract, which need a base model (default acestep-v15-base; "
+                        "'' = the engine's loaded DiT)")
     g.add_argument("--max-context", type=float, default=240.0,
                    help="longest model input in seconds around a region (default 240)")
     g.add_argument("--request", default=None, metavar="JSON",
@@ -95,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         project=args.project, sample_rate=args.sample_rate, source_file=args.source_file,
         source_offset_s=args.source_offset, snap=args.snap, insert_mode=args.insert,
         continue_bars=args.continue_bars, stems=tuple(s.strip() for s in args.stems.split(",") if s.strip()),
-        max_context_s=args.max_context, request_defaults=defaults,
+        max_context_s=args.max_context, request_defaults=defaults, extract_dit=args.extract_dit or None,
     )
     config.validate()
     if args.source_file and not os.path.isfile(args.source_file):

@@ -58,6 +58,8 @@ class BridgeConfig:
     max_context_s: float = 240.0
     continue_bars: float | None = None  # None = as many bars as the region
     stems: tuple[str, ...] = ("drums", "bass", "vocals")
+    # extract runs on a base DiT only (the engine refuses turbo); None = whatever the engine has loaded
+    extract_dit: str | None = "acestep-v15-base"
     request_defaults: dict[str, Any] = field(default_factory=dict)  # GenerationRequest fields
     job_timeout_s: float = 1800.0
     render_timeout_s: float = 120.0

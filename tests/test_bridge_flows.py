@@ -111,6 +111,7 @@ def test_reaper_stems_one_new_track_each_sample_aligned(reaper_flow):
     record = app.wait_action(app.action_for_job(job_id).id)
     assert record.state == "done", record.error
     assert [r.track_name for r in engine.pipeline.requests] == ["drums", "bass"]
+    assert {r.dit for r in engine.pipeline.requests} == {"acestep-v15-base"}  # extract needs a base DiT
     assert [i["track_name"] for i in reaper.inserted] == ["drums", "bass"]
     for inserted in reaper.inserted:
         assert inserted["new_track"] and inserted["position"] == pytest.approx(REGION[0], abs=1e-9)
