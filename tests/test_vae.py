@@ -32,11 +32,10 @@ def test_decode_tiled_matches_untiled(vae):
     assert _rel(tiled, whole) < 1e-4
 
 
-def test_encode_tiled_matches_untiled_and_uses_the_mean(vae):
+def test_encode_tiled_matches_untiled(vae):
     wave = 0.5 * torch.sin(torch.linspace(0, 900, int(1.3 * 48000))).repeat(1, 2, 1)
     whole = vae.encode(wave, tiled=False)
     assert whole.shape == (1, int(1.3 * 48000) // HOP, 64)
-    assert torch.equal(vae.encode(wave, tiled=False), whole)  # deterministic: posterior mean
     vae.encode_chunk_s, vae.encode_overlap_s = 0.8, 0.2
     try:
         tiled = vae.encode(wave)
