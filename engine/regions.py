@@ -6,9 +6,9 @@ fixtures depend on them:
 * a time `s` (seconds) maps to latent frame `int(s * 48000 // 1920)` (25 frames per second);
 * a region that starts before 0 pads the source on the left with zeros, one that ends after the
   source pads it on the right with `int((end - source_seconds) * 48000)` zero samples; both region
-  ends are then shifted by the left padding;
-* `repaint_mode` / `repaint_strength` resolve to (injection ratio, latent crossfade frames,
-  waveform crossfade seconds), with Python's round-half-to-even for the frame count.
+  ends are then shifted by the left padding.
+
+`repaint_mode` / `repaint_strength` resolve to numbers in `engine.samplers.repaint_schedule`.
 """
 
 from __future__ import annotations
@@ -90,28 +90,6 @@ def check_region_length(plan: RegionPlan, source_seconds: float) -> None:
     if length > MAX_REGION_SECONDS:
         raise RequestError("repainting_end", f"the repaint region is {length:.2f} s long; it must be at most "
                                              f"{MAX_REGION_SECONDS:.0f} s (repaint longer spans in several passes)")
-
-
-def resolve_repaint_config(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
-    """(injection_ratio, latent crossfade frames, waveform crossfade seconds) for a repaint mode.
-
-    balanced: (1 - s, round(25 (1 - s)), 0.05 (1 - s)); conservative: (1, 25, 0.05);
-    aggressive: (0, 0, 0). Higher strength keeps less of the source.
-    """
-    strength = max(0.0, min(1.0, float(strength)))
-    if mode == "aggressive":
-        return 0.0, 0, 0.0
-    if mode == "conservative":
-        return 1.0, 25, 0.05
-    if mode != "balanced":
-        raise RequestError("repaint_mode", f"{mode!r} is not one of: conservative, balanced, aggressive")
-    keep = 1.0 - strength
-    return keep, round(25 * keep), 0.05 * keep
-
-
-def injection_steps(injection_ratio: float, steps: int) -> int:
-    """How many sampler steps re-inject the source outside the region (`round(ratio * steps)`)."""
-    return round(injection_ratio * steps)
 
 
 def ramp_mask(length: int, start: int, end: int, ramp: int) -> torch.Tensor:

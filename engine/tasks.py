@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from engine.prompts import TEXT2MUSIC_INSTRUCTION, request_prompts
-from engine.regions import resolve_repaint_config, splice_waveform
+from engine.regions import splice_waveform
 from engine.request import GenerationRequest
-from engine.samplers import RepaintSettings
+from engine.samplers import RepaintSettings, repaint_schedule
 from engine.task_inputs import prepare_reference, prepare_source
 from engine.types import Cancelled, EngineError, ProgressEvent
 
@@ -130,7 +130,7 @@ def build_source_task(pipeline: "Pipeline", request: GenerationRequest, batch_si
     emit(ProgressEvent("encode_audio", 0, 2, "encoding source audio"))
     silence = pipeline.silence_latent
     source = prepare_source(request, _encoder(pipeline), _code_decoder(pipeline), silence,
-                            enforce_region_limits=getattr(pipeline, "enforce_region_limits", True))
+                            enforce_region_limits=pipeline.enforce_region_limits)
     if cancel is not None and cancel():
         raise Cancelled("cancelled")
     emit(ProgressEvent("encode_audio", 1, 2, "encoding reference audio" if request.reference_audio
@@ -161,8 +161,7 @@ def build_source_task(pipeline: "Pipeline", request: GenerationRequest, batch_si
     if source.is_cover:
         _add_cover_hints(pipeline, request, source, cond, batch_size)
     if source.repaint_mask is not None:
-        ratio, crossfade_frames, wav_crossfade_s = resolve_repaint_config(request.repaint_mode,
-                                                                          request.repaint_strength)
+        ratio, crossfade_frames, wav_crossfade_s = repaint_schedule(request.repaint_mode, request.repaint_strength)
         mask = _batch(source.repaint_mask, batch_size)
         cond.repaint = RepaintSettings(mask=mask, clean=target, injection_ratio=ratio,
                                        crossfade_frames=crossfade_frames)
@@ -192,10 +191,23 @@ def _add_cover_hints(pipeline: "Pipeline", request: GenerationRequest, source, c
         cond.non_cover_caption_prompts = [non_cover] * batch_size
 
 
+def build_text2music_task(pipeline: "Pipeline", request: GenerationRequest, batch_size: int,
+                          progress=None, cancel=None) -> Conditioning:
+    """text2music, with the timbre of `reference_audio` when one is given."""
+    cond = build_text2music(pipeline, request, batch_size)
+    if request.reference_audio is not None:
+        if progress is not None:
+            progress(ProgressEvent("encode_audio", 0, 1, "encoding reference audio"))
+        reference = prepare_reference(request, _encoder(pipeline), pipeline.silence_latent)
+        reference = reference.to(pipeline.device, pipeline.dtype)
+        cond.refer_packed = _batch(reference, batch_size)
+        cond.dump["refer_audio_latents"] = reference
+    return cond
+
+
 # task_type -> builder(pipeline, request, batch_size, progress, cancel) -> Conditioning
 BUILDERS: dict[str, Callable[..., Conditioning]] = {
-    "text2music": lambda pipeline, request, batch_size, progress=None, cancel=None:
-        build_text2music(pipeline, request, batch_size),
+    "text2music": build_text2music_task,
     "repaint": build_source_task,
     "cover": build_source_task,
     "lego": build_source_task,

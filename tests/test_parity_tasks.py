@@ -36,3 +36,33 @@ def test_parity_case(name):
     assert tuple(out.audio[0].shape) == (2, case["derived"]["audio_samples"])
     problems = compare_dump(out.dump, expected)
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)
+
+
+def _render(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-m", "engine.cli", "render", *args], capture_output=True, text=True,
+                          env=env, cwd=root, timeout=900)
+
+
+def test_repaint_parity_through_the_render_cli(tmp_path):
+    from safetensors.torch import load_file
+
+    case, expected, path = load_case("repaint_turbo_middle")
+    out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
+    refused = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out), "--quiet")
+    assert refused.returncode == 2 and "at least 3 s" in refused.stderr and not out.exists()
+    proc = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out),
+                   "--dump", str(dump), "--allow-short-region", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    problems = compare_dump(load_file(str(dump)), expected)
+    assert not problems, "\n".join(problems)
+    import soundfile as sf
+    audio, rate = sf.read(out, dtype="float32")
+    assert rate == 48000 and audio.shape == (case["derived"]["audio_samples"], 2)
+    assert (abs(audio.T - expected["audio"].numpy()).max() / float(expected["audio"].pow(2).mean().sqrt())) < 2e-4

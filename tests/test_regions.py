@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from engine.regions import (
-    check_region_length, frame_range, injection_steps, pad_source, plan_region, ramp_mask,
-    resolve_repaint_config, seconds_to_frame, splice_waveform,
+    check_region_length, frame_range, pad_source, plan_region, ramp_mask, seconds_to_frame, splice_waveform,
 )
 from engine.request import RequestError
 from tests.conftest import PARITY
@@ -85,19 +84,6 @@ def test_region_starting_after_the_source_is_refused():
     plan = plan_region(7.0, -1, 5 * SR)
     with pytest.raises(RequestError, match="after the end"):
         check_region_length(plan, 5.0)
-
-
-def test_repaint_config_modes_and_bankers_rounding():
-    assert resolve_repaint_config("balanced", 0.5) == (0.5, 12, 0.025)  # round(12.5) == 12
-    assert resolve_repaint_config("balanced", 0.3)[1] == round(25 * 0.7) == 18
-    ratio, frames, wav = resolve_repaint_config("balanced", 0.9)
-    assert frames == 2 and abs(ratio - 0.1) < 1e-12 and abs(wav - 0.005) < 1e-12
-    assert resolve_repaint_config("conservative", 0.9) == (1.0, 25, 0.05)
-    assert resolve_repaint_config("aggressive", 0.1) == (0.0, 0, 0.0)
-    assert injection_steps(0.5, 8) == 4
-    assert injection_steps(0.5, 5) == 2  # round(2.5) == 2
-    with pytest.raises(RequestError):
-        resolve_repaint_config("wild", 0.5)
 
 
 def test_ramp_mask_shape_and_ramps():

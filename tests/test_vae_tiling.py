@@ -1,4 +1,5 @@
-"""Tiled VAE encode/decode agrees with a single call (tiny VAE, short signal, small tiles)."""
+"""Tiled VAE encode of real source audio agrees with a single call when the overlap covers the
+encoder's receptive field (tests/test_vae.py covers the tiling bookkeeping and decode)."""
 
 import pytest
 import torch
@@ -27,13 +28,3 @@ def test_tiled_encode_matches_untiled(vae):
     assert tiled.shape == whole.shape == (1, 100, 64)
     assert _rel(tiled, whole) < 1e-4
 
-
-def test_tiled_decode_matches_untiled(vae):
-    torch.manual_seed(0)
-    latents = torch.randn(1, 150, 64)
-    whole = vae.decode(latents, tiled=False)
-    vae_small = type(vae)(vae.model, "cpu", torch.float32)
-    vae_small.decode_chunk_frames, vae_small.decode_overlap_frames = 48, 12  # 24 frames kept per window
-    tiled = vae_small.decode(latents, tiled=True)
-    assert tiled.shape == whole.shape == (1, 2, 150 * 1920)
-    assert _rel(tiled, whole) < 1e-4
