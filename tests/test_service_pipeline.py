@@ -258,6 +258,7 @@ def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypa
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
 
 
+@pytest.mark.slow
 def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
     """`ace-companion engine` as a process: loads, serves a job with a token, stops on SIGINT."""
     import signal
