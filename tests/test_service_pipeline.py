@@ -241,6 +241,7 @@ def test_clean_stop_puts_the_running_job_back_in_the_queue(pipeline, tmp_path):
     assert reached.wait(120)
     service.stop()
     assert service.get(job.id).state == "queued"
+    assert service.job_json(job.id)["queue_position"] == 1
 
     again = EngineService(pipeline, results, log=lambda line: None)
     assert again.get(job.id).state == "queued"
