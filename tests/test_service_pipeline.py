@@ -298,3 +298,45 @@ def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "loading models" in stderr and "serving http://127.0.0.1" in stderr
+
+
+def test_cancel_queued_job_over_http(client, service):
+    release = threading.Event()
+    original = service._on_progress
+
+    def hold_first_job(job, event):
+        original(job, event)
+        if job.request["caption"] == "first" and event.stage == "diffusion" and event.step == 1:
+            assert release.wait(60)
+
+    service._on_progress = hold_first_job
+    first = client.post("/v1/jobs", json={"request": {**REQUEST, "caption": "first"}}).json()["id"]
+    wait_for(lambda: client.get(f"/v1/jobs/{first}").json()["state"] == "running")
+    queued = client.post("/v1/jobs", json={"request": {**REQUEST, "caption": "second"}}).json()["id"]
+    assert client.get(f"/v1/jobs/{queued}").json()["queue_position"] == 2
+    cancelled = client.delete(f"/v1/jobs/{queued}").json()
+    assert cancelled["state"] == "cancelled" and cancelled["started_at"] is None
+    release.set()
+    assert _wait_final(client, first)["state"] == "done"
+    assert client.get(f"/v1/jobs/{queued}").json()["results"] == []
+
+
+def test_autogen_over_http(client):
+    root = client.post("/v1/jobs", json={"request": REQUEST, "autogen": True}).json()["id"]
+
+    def follow_up_done():
+        job = client.get(f"/v1/jobs/{root}").json()
+        if job["autogen_next"]:
+            nxt = client.get(f"/v1/jobs/{job['autogen_next']}").json()
+            return nxt["state"] == "done" and nxt
+        return None
+
+    second = wait_for(follow_up_done, timeout=120)
+    assert second["priority"] == "background" and second["autogen_parent"] == root
+    assert second["seeds"] != [REQUEST["seed"]]
+    assert client.put(f"/v1/jobs/{root}/autogen", json={"enabled": False}).json()["autogen"] is False
+    wait_for(lambda: client.get("/health").json()["queue"] == {"interactive": 0, "background": 0, "running": 0},
+             timeout=120)
+    jobs = client.get("/v1/jobs").json()["jobs"]
+    assert not any(j["state"] in ("queued", "running") for j in jobs)
+    assert not any(j["autogen"] for j in jobs)
