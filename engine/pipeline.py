@@ -144,17 +144,7 @@ class Pipeline:
 
     def sampler_settings(self, request: GenerationRequest) -> SamplerSettings:
         """Schedule, guidance and DCW for a request on the loaded DiT."""
-        if self.is_turbo:
-            steps = request.inference_steps or DEFAULT_TURBO_STEPS
-            timesteps, guidance = turbo_timesteps(request.shift, steps), 1.0
-        else:
-            steps = request.inference_steps or DEFAULT_BASE_STEPS
-            timesteps, guidance = base_timesteps(request.shift, steps), request.guidance_scale
-        dcw_on = self.is_turbo if request.dcw_enabled is None else request.dcw_enabled
-        dcw = DCWSettings(request.dcw_mode, request.dcw_scaler, request.dcw_high_scaler) if dcw_on else None
-        return SamplerSettings(timesteps=timesteps, guidance_scale=guidance, use_adg=request.use_adg,
-                               cfg_interval_start=request.cfg_interval_start,
-                               cfg_interval_end=request.cfg_interval_end, dcw=dcw)
+        return sampler_settings_for(request, self.is_turbo)
 
     def _tokens(self, prompts: list[str], max_length: int) -> TokenBatch:
         return self.text_encoder.tokenize(prompts, max_length)
@@ -217,8 +207,7 @@ class Pipeline:
             nc_context = self.dit.context_latents(silence_src, cond.chunk_masks,
                                                   torch.zeros_like(cond.is_covers))
             phases.append((nc_enc, nc_context))
-            steps = len(settings.timesteps) - (0 if self.is_turbo else 1)
-            settings.switch_step = int(steps * cond.cover_strength)
+            settings.switch_step = int(sampler_steps(settings) * cond.cover_strength)
             trace.update(non_cover_text_token_ids=nc_text.ids, non_cover_text_attention_mask=nc_text.mask,
                          non_cover_text_hidden_states=nc_hidden, encoder_hidden_states_non_cover=nc_enc,
                          encoder_attention_mask_non_cover=nc_mask, context_latents_non_cover=nc_context)
@@ -260,6 +249,27 @@ class Pipeline:
             dumped = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
                       for k, v in dumped.items() if isinstance(v, torch.Tensor)}
         return audio_items, dumped
+
+
+def sampler_settings_for(request: GenerationRequest, is_turbo: bool) -> SamplerSettings:
+    """Turbo: formula schedule, no CFG, DCW on by default. Base/SFT: linspace schedule, CFG, DCW off."""
+    if is_turbo:
+        steps = request.inference_steps or DEFAULT_TURBO_STEPS
+        timesteps, guidance = turbo_timesteps(request.shift, steps), 1.0
+    else:
+        steps = request.inference_steps or DEFAULT_BASE_STEPS
+        timesteps, guidance = base_timesteps(request.shift, steps), request.guidance_scale
+    dcw_on = is_turbo if request.dcw_enabled is None else request.dcw_enabled
+    dcw = DCWSettings(request.dcw_mode, request.dcw_scaler, request.dcw_high_scaler) if dcw_on else None
+    return SamplerSettings(timesteps=timesteps, guidance_scale=guidance, use_adg=request.use_adg,
+                           cfg_interval_start=request.cfg_interval_start,
+                           cfg_interval_end=request.cfg_interval_end, dcw=dcw)
+
+
+def sampler_steps(settings: SamplerSettings) -> int:
+    """Number of sampler steps (DiT calls) a settings object will run."""
+    timesteps = settings.timesteps
+    return len(timesteps) - 1 if float(timesteps[-1]) == 0.0 else len(timesteps)
 
 
 def postprocess_audio(wave: torch.Tensor, hook=None, normalize: bool = True, target_db: float = -1.0) -> torch.Tensor:

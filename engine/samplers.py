@@ -141,6 +141,22 @@ class RepaintSettings:
     crossfade_frames: int = 12
 
 
+def repaint_schedule(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
+    """(injection_ratio, crossfade_frames, waveform crossfade seconds) for a repaint mode (spec §8.4).
+
+    balanced: (1 - s, round(25 (1 - s)), 0.05 (1 - s)) -> (0.5, 12, 0.025) at the default s = 0.5
+    (Python's round, i.e. banker's rounding); conservative: (1, 25, 0.05); aggressive: (0, 0, 0).
+    """
+    if mode == "conservative":
+        return 1.0, 25, 0.05
+    if mode == "aggressive":
+        return 0.0, 0, 0.0
+    if mode != "balanced":
+        raise ValueError(f"unknown repaint_mode {mode!r}")
+    keep = 1.0 - strength
+    return keep, round(25 * keep), 0.05 * keep
+
+
 def repaint_inject(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, t_next: float,
                    noise: torch.Tensor) -> torch.Tensor:
     renoised = t_next * noise + (1.0 - t_next) * clean
@@ -215,6 +231,8 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
 
     x = noise
     batch, device, dtype = x.shape[0], x.device, x.dtype
+    # Upstream keeps the schedule in the model dtype (bf16 on GPU: t = 0.953125, not 21/22).
+    schedule = schedule.to(dtype).float()
     phase = 0
     for k in range(steps):
         if cancel is not None and cancel():

@@ -63,3 +63,40 @@ def test_render_cli_reproduces_case(tmp_path):
     audio, rate = sf.read(str(out), always_2d=True)
     assert rate == 48000 and audio.shape == (case["derived"]["audio_samples"], 2)
     assert abs(abs(audio).max() - 10 ** (-1 / 20)) < 1e-4
+
+
+# ----------------------------------------------------------------------------- pipeline behaviour
+def test_cancel_stops_within_one_step(pipeline):
+    from engine.types import Cancelled
+
+    events = []
+    request = GenerationRequest(caption="test", duration=5.0, seed=1)
+    cancel = lambda: sum(e.stage == "diffusion" for e in events) >= 2  # noqa: E731
+    with pytest.raises(Cancelled):
+        pipeline.generate(request, progress=events.append, cancel=cancel)
+    assert sum(e.stage == "diffusion" for e in events) == 2
+    assert not any(e.stage == "decode" for e in events)
+
+
+def test_random_seed_is_reported_and_reproducible(pipeline):
+    first = pipeline.generate(GenerationRequest(caption="seed test", duration=5.0, seed=None))
+    assert len(first.seeds) == 1 and 0 <= first.seeds[0] < 2 ** 32
+    again = pipeline.generate(GenerationRequest(caption="seed test", duration=5.0, seed=first.seeds[0]))
+    assert (first.audio[0] == again.audio[0]).all()
+    info = pipeline.info()
+    assert info["device"] == "cpu" and info["dtype"] == "float32" and info["lm"] is None
+
+
+def test_thinking_without_lm_is_a_clear_error(pipeline):
+    from engine.types import EngineError
+
+    with pytest.raises(EngineError, match="--lm"):
+        pipeline.generate(GenerationRequest(caption="x", duration=5.0, thinking=True))
+
+
+def test_unknown_dit_folder_is_a_checkpoint_error(pipeline):
+    from engine.types import CheckpointError
+
+    with pytest.raises(CheckpointError, match="acestep-v15-nope"):
+        pipeline.generate(GenerationRequest(caption="x", duration=5.0, dit="acestep-v15-nope"))
+    assert pipeline.info()["dit"] in ("acestep-v15-turbo", "acestep-v15-base")

@@ -173,3 +173,10 @@ def test_repaint_keeps_the_outside_on_the_source():
 
 def test_module_has_no_model_loading():
     assert not hasattr(samplers, "AceStepConditionGenerationModel")
+
+
+def test_bf16_run_uses_bf16_rounded_timesteps():
+    denoiser = FakeDenoiser()
+    sample(denoiser, torch.randn(1, 4, 2, dtype=torch.bfloat16), SamplerSettings(timesteps=turbo_timesteps(3.0, 8)))
+    assert [t for _, t, _ in denoiser.calls] == [1.0, 0.953125, 0.8984375, 0.83203125, 0.75, 0.64453125, 0.5,
+                                                  0.30078125]

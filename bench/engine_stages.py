@@ -1,0 +1,184 @@
+"""Per-stage wall time and peak memory of one text2music generation.
+
+Run from the repository root:
+
+    python bench/engine_stages.py                      # tiny parity weights, 30 s and 120 s, CPU
+    python bench/engine_stages.py --seconds 30 --steps 8 --device cuda
+    python bench/engine_stages.py --full-size --seconds 10 --steps 2   # real 2B shapes, random weights
+
+Stages (each row of the table):
+  text encode   caption through the text encoder + lyric embedding + condition encoder (once)
+  DiT step      one sampler step of the DiT (mean over --steps; the first step also builds the
+                cross-attention K/V cache, so "first" is shown separately)
+  VAE decode    latents -> 48 kHz stereo (tiled, 256-frame windows, like the engine)
+
+"peak MB" is the peak memory seen while the stage ran: CUDA `max_memory_allocated` on a GPU,
+on CPU the growth of the process's peak resident set (ru_maxrss) during the stage (0 when the
+stage fit in memory the process had already touched). Numbers on the tiny parity weights
+measure overheads, not model cost; `--full-size` builds the published 2B DiT architecture
+(2,393,872,518 parameters), a full-width Qwen3-Embedding-0.6B and the full Oobleck VAE with
+random weights (fp32 on CPU, about 13 GB of RAM; bf16 on CUDA). Keep CPU runs short with
+--seconds/--steps. Timings include Python overhead and are wall-clock, single run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig  # noqa: E402
+from engine.pipeline import resolve_device_dtype  # noqa: E402
+from engine.samplers import turbo_timesteps  # noqa: E402
+
+PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
+CAPTION_TOKENS, LYRIC_TOKENS = 120, 400  # typical prompt lengths for the random-id full-size run
+
+
+class StageMeter:
+    """Context manager measuring wall time and peak memory of a block."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20
+        else:
+            self.peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss_before) / 1024
+        self.seconds = time.perf_counter() - self.started
+        return False
+
+
+def load_tiny(device, dtype):
+    from engine.models.text_encoder import TextEncoder
+    from engine.models.vae import VAE
+
+    text = TextEncoder.from_folder(PARITY_CHECKPOINTS / "Qwen3-Embedding-0.6B", device, dtype)
+    vae = VAE.from_folder(PARITY_CHECKPOINTS / "vae", device, dtype)
+    dit = AceStepConditionGenerationModel.from_folder(PARITY_CHECKPOINTS / "acestep-v15-turbo", device, dtype)
+    ids_caption = text.tokenize(["# Instruction\nFill the audio semantic mask\n\n# Caption\nwarm lo-fi "
+                                 "hip hop with dusty drums<|endoftext|>\n"], 256).ids
+    ids_lyrics = text.tokenize(["# Languages\nen\n\n# Lyric\n[Instrumental]<|endoftext|>"], 2048).ids
+    return text, vae, dit, ids_caption, ids_lyrics
+
+
+def load_full_size(device, dtype):
+    """Published architectures with random weights (no checkpoint files needed)."""
+    from diffusers import AutoencoderOobleck
+    from transformers import Qwen3Config, Qwen3Model
+
+    from engine.models.text_encoder import TextEncoder
+    from engine.models.vae import VAE
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        dit = AceStepConditionGenerationModel(AceStepConfig(is_turbo=True))
+    dit = dit.to(dtype=dtype).to_empty(device=device)
+    with torch.no_grad():
+        for name, param in dit.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02)
+    dit.eval().requires_grad_(False)
+    dit.silence_latent = torch.randn(1, 15000, 64, device=device, dtype=dtype)
+
+    qwen = Qwen3Config(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+                       head_dim=128, intermediate_size=3072, vocab_size=151669, rope_theta=1e6,
+                       tie_word_embeddings=True)
+    qwen._attn_implementation = "sdpa"
+    text_model = Qwen3Model(qwen).to(device=device, dtype=dtype).eval().requires_grad_(False)
+    text = TextEncoder(None, text_model, device, dtype)
+    oobleck = AutoencoderOobleck(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10],
+                                 channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128,
+                                 decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
+    vae = VAE(oobleck.to(device=device, dtype=dtype).eval().requires_grad_(False), device, dtype)
+    ids_caption = torch.randint(0, 151000, (1, CAPTION_TOKENS), device=device)
+    ids_lyrics = torch.randint(0, 151000, (1, LYRIC_TOKENS), device=device)
+    return text, vae, dit, ids_caption, ids_lyrics
+
+
+@torch.no_grad()
+def run_stages(text, vae, dit, ids_caption, ids_lyrics, seconds: float, steps: int, device, dtype) -> list:
+    meter = StageMeter(device)
+    frames = max(128, int(round(seconds, 1) * 48000) // 1920)
+    rows = []
+    with meter:
+        caption_states = text.encode_captions(ids_caption).to(dtype)
+        lyric_states = text.embed_lyrics(ids_lyrics).to(dtype)
+        refer = dit.silence_latent[:, :dit.config.timbre_fix_frame]
+        enc, _ = dit.encode_conditions(caption_states, torch.ones_like(ids_caption, dtype=torch.bool), lyric_states,
+                                       torch.ones_like(ids_lyrics, dtype=torch.bool), refer,
+                                       torch.zeros(1, dtype=torch.long, device=device))
+    rows.append(("text encode", meter.seconds, meter.peak_mb))
+
+    src = dit.silence_latent[:, :frames]
+    context = dit.context_latents(src, torch.ones_like(src), torch.zeros(1, dtype=torch.bool, device=device))
+    x = torch.randn(1, frames, 64, device=device, dtype=dtype)
+    schedule = turbo_timesteps(3.0, steps).tolist() + [0.0]
+    step_times, step_peak = [], 0.0
+    cache = None
+    for k in range(len(schedule) - 1):
+        with meter:
+            if cache is None:
+                cache = dit.decoder.cross_attention_cache(enc)
+            t = torch.full((1,), schedule[k], device=device, dtype=dtype)
+            v = dit.decoder(x, t, context, cache)
+            x = x - v * (schedule[k] - schedule[k + 1])
+        step_times.append(meter.seconds)
+        step_peak = max(step_peak, meter.peak_mb)
+    rows.append(("DiT step (first)", step_times[0], step_peak))
+    if len(step_times) > 1:
+        rows.append((f"DiT step (mean of {len(step_times) - 1})", sum(step_times[1:]) / (len(step_times) - 1),
+                     step_peak))
+    with meter:
+        wave = vae.decode(x)
+    rows.append(("VAE decode", meter.seconds, meter.peak_mb))
+    assert wave.shape[-1] == frames * 1920
+    return [(f"{seconds:g} s ({frames} frames)",) + row for row in rows]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, nargs="+", default=[30.0, 120.0], help="request durations")
+    parser.add_argument("--steps", type=int, default=8, help="sampler steps (turbo schedule, shift 3)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--full-size", action="store_true", help="real 2B architecture with random weights")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    started = time.perf_counter()
+    loaded = load_full_size(device, dtype) if args.full_size else load_tiny(device, dtype)
+    load_s = time.perf_counter() - started
+    kind = "full-size 2B (random weights)" if args.full_size else "tiny parity weights"
+    print(f"# {kind} on {device} {str(dtype).replace('torch.', '')}, {args.steps} steps, "
+          f"threads {torch.get_num_threads()}, load {load_s:.1f} s")
+    print(f"{'request':<22} {'stage':<24} {'seconds':>10} {'peak MB':>10}")
+    for seconds in args.seconds:
+        for request, stage, wall, peak in run_stages(*loaded, seconds, args.steps, device, dtype):
+            print(f"{request:<22} {stage:<24} {wall:>10.3f} {peak:>10.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
