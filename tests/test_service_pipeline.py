@@ -19,7 +19,7 @@ from tests.service_support import wait_for, write_tone
 
 pipeline_module = pytest.importorskip("engine.pipeline")
 
-REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 2.0,
+REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}
 
 
@@ -98,7 +98,7 @@ def test_lifecycle_submit_watch_download(client, service, tmp_path):
         path.write_bytes(audio.content)
         data, rate = soundfile.read(path)
         assert rate == 48000 and data.shape[1] == 2
-        assert abs(data.shape[0] / 48000 - 2.0) < 0.1
+        assert abs(data.shape[0] / 48000 - 5.2) < 0.05
         assert abs(result["duration"] - data.shape[0] / 48000) < 1e-3
         sidecar = json.loads(open(os.path.splitext(result["path"])[0] + ".json").read())
         assert sidecar["seed"] == result["seed"] and sidecar["request"]["caption"] == REQUEST["caption"]
@@ -241,6 +241,7 @@ def test_clean_stop_puts_the_running_job_back_in_the_queue(pipeline, tmp_path):
     assert reached.wait(120)
     service.stop()
     assert service.get(job.id).state == "queued"
+    assert service.job_json(job.id)["queue_position"] == 1
 
     again = EngineService(pipeline, results, log=lambda line: None)
     assert again.get(job.id).state == "queued"
@@ -258,6 +259,7 @@ def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypa
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
 
 
+@pytest.mark.slow
 def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
     """`ace-companion engine` as a process: loads, serves a job with a token, stops on SIGINT."""
     import signal
@@ -296,3 +298,45 @@ def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "loading models" in stderr and "serving http://127.0.0.1" in stderr
+
+
+def test_cancel_queued_job_over_http(client, service):
+    release = threading.Event()
+    original = service._on_progress
+
+    def hold_first_job(job, event):
+        original(job, event)
+        if job.request["caption"] == "first" and event.stage == "diffusion" and event.step == 1:
+            assert release.wait(60)
+
+    service._on_progress = hold_first_job
+    first = client.post("/v1/jobs", json={"request": {**REQUEST, "caption": "first"}}).json()["id"]
+    wait_for(lambda: client.get(f"/v1/jobs/{first}").json()["state"] == "running")
+    queued = client.post("/v1/jobs", json={"request": {**REQUEST, "caption": "second"}}).json()["id"]
+    assert client.get(f"/v1/jobs/{queued}").json()["queue_position"] == 2
+    cancelled = client.delete(f"/v1/jobs/{queued}").json()
+    assert cancelled["state"] == "cancelled" and cancelled["started_at"] is None
+    release.set()
+    assert _wait_final(client, first)["state"] == "done"
+    assert client.get(f"/v1/jobs/{queued}").json()["results"] == []
+
+
+def test_autogen_over_http(client):
+    root = client.post("/v1/jobs", json={"request": REQUEST, "autogen": True}).json()["id"]
+
+    def follow_up_done():
+        job = client.get(f"/v1/jobs/{root}").json()
+        if job["autogen_next"]:
+            nxt = client.get(f"/v1/jobs/{job['autogen_next']}").json()
+            return nxt["state"] == "done" and nxt
+        return None
+
+    second = wait_for(follow_up_done, timeout=120)
+    assert second["priority"] == "background" and second["autogen_parent"] == root
+    assert second["seeds"] != [REQUEST["seed"]]
+    assert client.put(f"/v1/jobs/{root}/autogen", json={"enabled": False}).json()["autogen"] is False
+    wait_for(lambda: client.get("/health").json()["queue"] == {"interactive": 0, "background": 0, "running": 0},
+             timeout=120)
+    jobs = client.get("/v1/jobs").json()["jobs"]
+    assert not any(j["state"] in ("queued", "running") for j in jobs)
+    assert not any(j["autogen"] for j in jobs)

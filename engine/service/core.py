@@ -437,6 +437,8 @@ class EngineService:
     # ================================================================ helpers
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         with self._lock:
+            if self._running is job:
+                self._running = None  # together with the state change, so counts never disagree
             self._finish_fields(job, state, error)
             self._persist(job)
             self._publish(job, "state")
@@ -452,10 +454,13 @@ class EngineService:
 
     def _requeue_for_restart(self, job: Job) -> None:
         with self._lock:
+            if self._running is job:
+                self._running = None
             job.state = "queued"
             job.started_at = None
             job.cancel_requested = False
             job.progress = {"stage": "queued", "step": 0, "total": 0, "message": "engine stopped; will resume"}
+            self._queues[job.priority].appendleft(job)  # first in line when the worker starts again
             self._persist(job)
 
     def _queue_follow_up(self, job: Job) -> None:
