@@ -84,10 +84,11 @@ class TaskRunner(QObject):
         try:
             result = fn()
         except Exception as exc:  # delivered to the UI thread; the worker thread never dies on it
+            error = exc  # `exc` is unbound when the except block ends; the closure needs its own name
             if on_error is not None:
-                self.post(lambda: on_error(exc))
+                self.post(lambda: on_error(error))
             else:
-                self.post(lambda: self.failed.emit(describe_error(exc)))
+                self.post(lambda: self.failed.emit(describe_error(error)))
             return
         if on_done is not None:
             self.post(lambda: on_done(result))

@@ -1,0 +1,355 @@
+"""`MainWindow`: assembles the panels and wires them to the engine link, the bridge and the player."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+from PyQt6.QtCore import QByteArray, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QKeySequence, QShortcut
+from PyQt6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+
+from engine.request import RequestError
+from gui.audio import AudioPlayer
+from gui.engine_link import FINAL_STATES, EngineLink
+from gui.jobs_model import JobsModel
+from gui.panels.host_panel import HostPanel
+from gui.panels.jobs_panel import JobsPanel
+from gui.panels.prompt_panel import ACTION_SHORTCUTS, PromptPanel
+from gui.panels.results_panel import ResultsPanel
+from gui.request_builder import build_request, prompt_fields
+from gui.results_model import ResultItem, ResultsModel, region_of
+from gui.settings import Settings, save_settings
+from gui.tasks import TaskRunner, describe_error
+from gui.waveform import read_peaks
+
+HOST_ADAPTERS = ("reaper", "ableton", "midi")
+
+
+class MainWindow(QMainWindow):
+    """The control window. `client` is an `engine.client.EngineClient`; `bridge` a `BridgeApp` or None."""
+
+    host_snapshot = pyqtSignal(dict)  # HostState callbacks arrive on bridge threads; this hops to the UI
+    result_added = pyqtSignal(object)  # ResultItem
+
+    def __init__(self, settings: Settings, client: Any, bridge: Any = None,
+                 settings_path: str | os.PathLike | None = None, poll_ms: int = 2000, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.settings_path = settings_path
+        self.bridge = bridge
+        self.started_at = time.time()
+        self.setWindowTitle("ACE Companion")
+        self.runner = TaskRunner(self)
+        self.runner.failed.connect(self.show_error)
+        self.link = EngineLink(client, self.runner, poll_ms=poll_ms, parent=self)
+        self.jobs_model = JobsModel(self)
+        self.results_model = ResultsModel(self)
+        self.player = AudioPlayer(self.runner, self)
+        self.player.set_device(settings.audio_device or None)
+        self._downloads: set[tuple[str, int]] = set()
+        self._live_jobs: set[str] = set()
+
+        # ---- panels
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        self.host_panel = HostPanel()
+        self.prompt_panel = PromptPanel()
+        self.jobs_panel = JobsPanel(self.jobs_model)
+        self.results_panel = ResultsPanel(self.results_model, self.player)
+        if bridge is None:
+            self.results_panel.set_insert_available(False, "No bridge running: drag the variant into the DAW")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.host_panel)
+        left_layout.addWidget(self.prompt_panel)
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.jobs_panel)
+        right.addWidget(self.results_panel)
+        right.setSizes([260, 420])
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setSizes([600, 680])
+        central = QWidget()
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(4, 0, 4, 4)
+        central_layout.addWidget(self.banner)
+        central_layout.addWidget(split, 1)
+        self.setCentralWidget(central)
+        self.resize(1280, 860)
+        if settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromHex(settings.window_geometry.encode()))
+        self.statusBar().showMessage(f"Connecting to the engine at {self.link.base_url}…")
+
+        # ---- wiring
+        self.link.connection_changed.connect(self._on_connection)
+        self.link.job_updated.connect(self._on_job)
+        self.link.models_changed.connect(self._on_models)
+        self.link.health_changed.connect(self._on_health)
+        self.link.error.connect(self.show_error)
+        self.prompt_panel.action_requested.connect(self.run_action)
+        self.prompt_panel.load_models_requested.connect(self._load_models)
+        self.jobs_panel.cancel_requested.connect(self.link.cancel)
+        self.jobs_panel.autogen_changed.connect(self.link.set_autogen)
+        self.results_panel.recall_requested.connect(
+            lambda item: self.prompt_panel.recall(item.request, item.seed))
+        self.results_panel.insert_requested.connect(self.insert_into_daw)
+        self.results_panel.device_changed.connect(self._on_device)
+        self.player.error.connect(self.show_error)
+        self.host_snapshot.connect(self.host_panel.apply_snapshot)
+        self._build_menu_and_shortcuts()
+
+        self._adapter_timer = QTimer(self)
+        self._adapter_timer.setInterval(1000)
+        self._adapter_timer.timeout.connect(self._poll_bridge)
+        self._autogen_timer = QTimer(self)
+        self._autogen_timer.setInterval(max(500, poll_ms))
+        self._autogen_timer.timeout.connect(self._poll_autogen)
+        if bridge is not None:
+            state = getattr(bridge, "host_state", None)
+            if state is not None:
+                state.subscribe(self._on_host_state)
+                self.host_panel.apply_snapshot(state.snapshot())
+        self.link.start()
+        self._adapter_timer.start()
+        self._autogen_timer.start()
+
+    # ---------------------------------------------------------------- setup
+    def _build_menu_and_shortcuts(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        settings_action = QAction("Settings…", self)
+        settings_action.setShortcut(QKeySequence("Ctrl+,"))
+        settings_action.triggered.connect(self.open_settings)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        menu.addAction(settings_action)
+        menu.addAction(quit_action)
+
+        tasks = self.menuBar().addMenu("&Tasks")
+        for action, keys in ACTION_SHORTCUTS.items():
+            item = QAction(self.prompt_panel.task_buttons[action].text(), self)
+            item.setShortcut(QKeySequence(keys))
+            item.triggered.connect(lambda _=False, a=action: self.run_action(a))
+            tasks.addAction(item)
+            self.addAction(item)
+        extra = (("Ctrl+Return", lambda: self.run_action("generate")),
+                 ("Ctrl+.", self.jobs_panel.cancel_current),
+                 ("Ctrl+B", self.results_panel.switch_ab),
+                 ("Ctrl+P", self.results_panel.toggle_play),
+                 ("Escape", self.player.stop))
+        self._shortcuts = []
+        for keys, slot in extra:
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.activated.connect(slot)
+            self._shortcuts.append(shortcut)
+
+    # -------------------------------------------------------------- actions
+    def run_action(self, action: str) -> None:
+        """Start a task: through the bridge when a DAW is connected, else straight to the engine."""
+        values = self.prompt_panel.values()
+        host = self.host_panel.values()
+        autogen = self.jobs_panel.autogen.isChecked()
+        try:
+            if self._use_bridge(values):
+                overrides = {k: v for k, v in prompt_fields(action, values, host).items() if v is not None}
+                self.runner.run(lambda: self.bridge.run_action(action, overrides),
+                                lambda job_id: self._on_bridge_job(job_id, action, overrides),
+                                lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+                self.statusBar().showMessage(f"{action}: asking the DAW for the selection…")
+                return
+            source_length = _audio_length(values.src_audio) if action == "continue" and values.src_audio else None
+            request = build_request(action, values, host, source_duration_s=source_length)
+        except (RequestError, OSError, RuntimeError) as exc:
+            self.show_error(f"{action}: {exc}")
+            return
+        self.link.submit(request.to_dict(), autogen=autogen,
+                         on_submitted=lambda job_id: self.statusBar().showMessage(f"Job {job_id[:8]} queued"),
+                         on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+
+    def _use_bridge(self, values) -> bool:
+        if self.bridge is None or values.src_audio:
+            return False
+        return any(self.host_panel.adapter_connected(name) for name in HOST_ADAPTERS)
+
+    def _on_bridge_job(self, job_id: str, action: str, overrides: dict) -> None:
+        self.jobs_model.update_job({"id": job_id, "state": "queued", "request": overrides})
+        self._live_jobs.add(job_id)
+        self.link.watch(job_id)
+        self.statusBar().showMessage(f"{action}: job {job_id[:8]} queued by the bridge")
+
+    def insert_into_daw(self, item: ResultItem) -> None:
+        if self.bridge is None:
+            self.show_error("No bridge running: drag the variant from the list into the DAW instead.")
+            return
+        position = item.region[0] if item.region else None
+        self.runner.run(lambda: self.bridge.insert_result(item.path, position_s=position),
+                        lambda _: self.statusBar().showMessage(f"Inserted {os.path.basename(item.path)}"),
+                        lambda exc: self.show_error(f"Insert failed: {describe_error(exc)}"))
+
+    def _load_models(self, dit: str, lm: str | None) -> None:
+        self.statusBar().showMessage(f"Loading {dit} + {lm or 'no LM'}…")
+        self.link.load_models(dit, lm, on_done=lambda _: self.statusBar().showMessage("Models loaded"))
+
+    def open_settings(self) -> None:
+        from gui.settings_dialog import SettingsDialog
+        dialog = SettingsDialog(self.settings, self.player.devices, parent=self)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+
+    def apply_settings(self, new: Settings) -> None:
+        """Take new settings; a changed engine URL or token reconnects with a new client."""
+        old = self.settings
+        self.settings = new
+        self.player.set_device(new.audio_device or None)
+        if (new.engine_url, new.engine_token) != (old.engine_url, old.engine_token):
+            from engine.client import EngineClient
+            self.link.client = EngineClient(new.engine_url, token=new.engine_token or None)
+            self.link.connected = None
+            self.link.check_health()
+        self.save_settings()
+
+    def save_settings(self) -> None:
+        try:
+            save_settings(self.settings, self.settings_path)
+        except OSError as exc:
+            self.show_error(f"Settings not saved: {exc}")
+
+    def show_error(self, message: str) -> None:
+        self.statusBar().showMessage(message, 15000)
+
+    # ------------------------------------------------------------ callbacks
+    def _on_connection(self, connected: bool, message: str) -> None:
+        self.host_panel.set_engine_status(connected, message)
+        if connected:
+            self.banner.hide()
+            self.statusBar().showMessage(message, 5000)
+        else:
+            self.banner.setText(f"⚠ {message}\nReconnecting automatically; the engine keeps queued work "
+                                "and results appear here when it is back.")
+            self.banner.show()
+            self.statusBar().showMessage("Engine disconnected")
+
+    def _on_health(self, health: dict) -> None:
+        self.prompt_panel.show_loaded_models(health.get("dit"), health.get("lm"))
+
+    def _on_models(self, models: dict) -> None:
+        dits = models.get("dits") or models.get("dit_models") or models.get("available_dits")
+        if isinstance(dits, list) and dits:
+            names = [d if isinstance(d, str) else d.get("name") for d in dits]
+            self.prompt_panel.set_available_dits([n for n in names if n])
+
+    def _on_job(self, job: dict) -> None:
+        row = self.jobs_model.update_job(job)
+        if row is None:
+            return
+        if job.get("state") not in FINAL_STATES:
+            self._live_jobs.add(row.job_id)
+        if job.get("state") == "done" and self._wants_results(job):
+            for result in job.get("results") or []:
+                self._fetch_result(row.job_id, result, job.get("request") or row.request)
+        if job.get("state") == "failed":
+            self.show_error(f"Job {row.job_id[:8]} failed: {row.details()}")
+
+    def _wants_results(self, job: dict) -> bool:
+        if job.get("id") in self._live_jobs:
+            return True
+        created = job.get("created_at")
+        return isinstance(created, (int, float)) and created >= self.started_at
+
+    def _fetch_result(self, job_id: str, result: dict, request: dict) -> None:
+        index = int(result.get("index", 0))
+        key = (job_id, index)
+        if key in self._downloads:
+            return
+        self._downloads.add(key)
+        dest = Path(self.settings.output_dir) / result_file_name(job_id, index, result, request)
+        ref = result.get("url") or result.get("file_id")
+        seed = result.get("seed")
+
+        def done(outcome) -> None:
+            path, (peaks, duration, rate) = outcome
+            item = ResultItem(job_id=job_id, index=index, seed=seed, path=str(path), duration=duration,
+                              sample_rate=rate, request=dict(request), peaks=peaks,
+                              region=region_of(request, duration))
+            self.results_model.add(item)
+            self.result_added.emit(item)
+
+        def failed(exc: BaseException) -> None:
+            self._downloads.discard(key)
+            self.show_error(f"Could not fetch result {index + 1} of job {job_id[:8]}: {describe_error(exc)}")
+
+        self.link.download(ref, dest, done, failed, after=read_peaks)
+
+    def _on_host_state(self, *args) -> None:
+        """HostState subscriber (any thread): forward a fresh snapshot to the UI thread."""
+        state = getattr(self.bridge, "host_state", None)
+        if state is None or self.runner.closed:
+            return
+        try:
+            self.host_snapshot.emit(state.snapshot())
+        except RuntimeError:
+            pass  # window already gone
+
+    def _poll_bridge(self) -> None:
+        if self.bridge is None:
+            return
+        try:
+            status = self.bridge.adapters_status()
+        except Exception as exc:  # the bridge is another component: report, keep the window alive
+            self.show_error(f"Bridge status unavailable: {exc}")
+            return
+        self.host_panel.set_adapters_status(status)
+        connected = any(status.get(name, {}).get("connected") for name in HOST_ADAPTERS)
+        self.results_panel.set_insert_available(
+            connected, "" if connected else "No DAW connected: drag the variant into the DAW instead")
+
+    def _poll_autogen(self) -> None:
+        """AutoGen jobs spawn new jobs on the engine; list them so their results arrive too."""
+        if self.link.connected and (self.jobs_panel.autogen.isChecked()
+                                    or any(row.autogen for row in self.jobs_model.active_jobs())):
+            self.link.refresh_jobs()
+
+    def _on_device(self, name: str) -> None:
+        self.settings = dataclasses.replace(self.settings, audio_device=name)
+        self.save_settings()
+
+    def closeEvent(self, event) -> None:
+        self.settings = dataclasses.replace(self.settings,
+                                            window_geometry=bytes(self.saveGeometry().toHex()).decode())
+        self.save_settings()
+        self._adapter_timer.stop()
+        self._autogen_timer.stop()
+        self.link.stop()
+        self.player.stop()
+        self.runner.close()
+        super().closeEvent(event)
+
+
+def result_file_name(job_id: str, index: int, result: dict, request: dict) -> str:
+    """`<job>-<task>-v<n>-<seed>.<format>`: unique per variant, readable in a DAW's file browser."""
+    task = re.sub(r"[^a-z0-9_]+", "", str(request.get("task_type", "result")).lower()) or "result"
+    if request.get("track_name"):
+        task += "-" + re.sub(r"[^a-z0-9_]+", "", str(request["track_name"]).lower())
+    seed = result.get("seed")
+    extension = re.sub(r"[^a-z0-9]+", "", str(result.get("format") or request.get("audio_format") or "wav"))
+    return f"{job_id[:8]}-{task}-v{index + 1}-{seed if seed is not None else 'x'}.{extension or 'wav'}"
+
+
+def _audio_length(path: str) -> float:
+    info = sf.info(path)
+    return info.frames / float(info.samplerate)
