@@ -1,0 +1,417 @@
+"""The engine's HTTP API (FastAPI), built around an `EngineService`.
+
+Errors are JSON `{"detail": "<what is wrong>", "field": "<request field>"|null}`:
+400 malformed body or unusable upload, 401 missing/wrong token, 404 unknown job or file,
+413 upload too large, 422 a request field with a wrong type or value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from engine import __version__
+from engine.request import GenerationRequest, RequestError
+from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
+from engine.service.store import new_id
+from engine.types import EngineError
+
+JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
+KEEPALIVE_S = 15.0
+# Paths where an upstream client may send its key as `ai_token` in the body instead of a header.
+BODY_TOKEN_PATHS = ("/release_task", "/query_result")
+
+
+class HTTPProblem(Exception):
+    """An error answer: status, message, and the request field it is about (if any)."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+
+# ------------------------------------------------------------------ bodies
+class AutogenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+
+
+class LoadModelsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dit: str | None = Field(None, description="DiT checkpoint folder, e.g. acestep-v15-turbo; omit to keep")
+    lm: str | None = Field(None, description="'0.6B', '1.7B', '4B', a folder name, or null to unload; "
+                                              "omit to keep")
+
+
+_JOB_BODY_SCHEMA = {
+    "type": "object",
+    "required": ["request"],
+    "properties": {
+        "request": {"type": "object", "description": "GenerationRequest fields (upstream ACE-Step 1.5 names)",
+                    "additionalProperties": True},
+        "priority": {"type": "string", "enum": list(PRIORITIES), "default": "interactive"},
+        "autogen": {"type": "boolean", "default": False},
+    },
+}
+_JOB_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _JOB_BODY_SCHEMA},
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "required": ["request"],
+                "properties": {
+                    "request": {"type": "string", "description": "the GenerationRequest as JSON text"},
+                    "priority": {"type": "string", "enum": list(PRIORITIES)},
+                    "autogen": {"type": "string", "enum": ["true", "false"]},
+                    "src_audio": {"type": "string", "format": "binary"},
+                    "reference_audio": {"type": "string", "format": "binary"},
+                },
+            }},
+        },
+    }
+}
+
+
+def create_app(service: EngineService, token: str | None = None) -> FastAPI:
+    app = FastAPI(title="ACE Companion engine", version=__version__,
+                  description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
+                              "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
+    app.state.service = service
+    app.state.token = token or None
+
+    # -------------------------------------------------------------- errors
+    @app.exception_handler(HTTPProblem)
+    async def _problem(_: Request, exc: HTTPProblem):
+        return JSONResponse({"detail": exc.detail, "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError):
+        return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=422)
+
+    @app.exception_handler(UnknownJob)
+    async def _unknown_job(_: Request, exc: UnknownJob):
+        return JSONResponse({"detail": f"no job with id '{exc.args[0]}'", "field": None}, status_code=404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        message = first.get("msg", "invalid request")
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"detail": f"malformed JSON body: {message}", "field": None}, status_code=400)
+        return JSONResponse({"detail": f"{field}: {message}" if field else message, "field": field},
+                            status_code=422)
+
+    # -------------------------------------------------------------- auth
+    @app.middleware("http")
+    async def _auth(request: Request, call_next):
+        request.state.authorized = True
+        expected = app.state.token
+        if expected:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+            if not ok:
+                if request.url.path in BODY_TOKEN_PATHS:
+                    request.state.authorized = False  # the handler may still accept `ai_token`
+                else:
+                    return JSONResponse({"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN'",
+                                         "field": None}, status_code=401,
+                                        headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    # -------------------------------------------------------------- health and models
+    @app.get("/health", summary="Engine status: models, device, memory, queue")
+    def health() -> dict:
+        info = service.info()
+        return {
+            "status": "ok", "version": __version__, "uptime_s": round(time.time() - service.started_at, 1),
+            "device": info.get("device"), "dtype": info.get("dtype"), "dit": info.get("dit"),
+            "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
+            "memory": memory_status(), "queue": service.queue_counts(),
+            "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
+            # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
+            "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
+            "code": 200, "error": None, "timestamp": int(time.time() * 1000),
+        }
+
+    @app.get("/v1/models", summary="Loaded and available DiT / LM models")
+    def models() -> dict:
+        return models_json(service)
+
+    @app.post("/v1/models/load", summary="Switch the DiT and/or the LM (waits for the running job)")
+    def load_models(body: LoadModelsBody) -> dict:
+        given = body.model_fields_set
+        try:
+            info = service.load_models(dit=body.dit if "dit" in given else None,
+                                       lm=body.lm if "lm" in given else ...)
+        except EngineError as exc:
+            raise HTTPProblem(400, str(exc), "dit" if "dit" in given else "lm") from None
+        return {"loaded": info, **models_json(service)}
+
+    # -------------------------------------------------------------- files
+    @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request")
+    async def upload_file(request: Request, file: UploadFile = File(...)) -> dict:
+        _check_content_length(request, service.max_upload_bytes)
+        return await save_upload(service, file, "file")
+
+    @app.get("/v1/files/{file_id}", summary="Download an uploaded file or a rendered result",
+             response_class=FileResponse)
+    def download_file(file_id: str):
+        found = service.file_path(file_id)
+        if found is None:
+            raise HTTPProblem(404, f"no file with id '{file_id}'")
+        path, name = found
+        return FileResponse(path, filename=name, media_type=_media_type(path.name))
+
+    # -------------------------------------------------------------- jobs
+    @app.post("/v1/jobs", summary="Queue a generation job", openapi_extra=_JOB_OPENAPI)
+    async def submit_job(request: Request) -> dict:
+        body = await read_job_body(service, request)
+        job = service.submit(body["request"], priority=body.get("priority", "interactive"),
+                             autogen=body.get("autogen", False))
+        return {"id": job.id, "state": job.state}
+
+    @app.get("/v1/jobs", summary="All jobs, oldest first")
+    def list_jobs() -> dict:
+        return {"jobs": service.list_jobs()}
+
+    @app.get("/v1/jobs/{job_id}", summary="One job: state, progress, results")
+    def get_job(job_id: str) -> dict:
+        return service.job_json(job_id)
+
+    @app.delete("/v1/jobs/{job_id}", summary="Cancel a queued or running job")
+    def cancel_job(job_id: str) -> dict:
+        return service.job_json(service.cancel(job_id))
+
+    @app.put("/v1/jobs/{job_id}/autogen", summary="Turn AutoGen (endless new variations) on or off")
+    def set_autogen(job_id: str, body: AutogenBody) -> dict:
+        return service.job_json(service.set_autogen(job_id, body.enabled))
+
+    @app.get("/v1/jobs/{job_id}/events", summary="Server-Sent Events: progress and state until the job ends",
+             response_class=StreamingResponse)
+    async def job_events(job_id: str):
+        loop = asyncio.get_running_loop()
+        queue, snapshot = service.subscribe(job_id, loop)  # raises UnknownJob -> 404
+        return StreamingResponse(_event_stream(service, job_id, queue, snapshot), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    from engine.service.upstream import add_upstream_routes  # noqa: E402 (keeps the module order readable)
+    add_upstream_routes(app, service)
+    return app
+
+
+# ------------------------------------------------------------------ helpers used by the routes
+async def _event_stream(service: EngineService, job_id: str, queue: asyncio.Queue, snapshot: dict):
+    try:
+        yield _sse("state", snapshot)
+        if snapshot["state"] in FINAL_STATES:
+            return
+        while True:
+            try:
+                event, data = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
+            except asyncio.TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            yield _sse(event, data)
+            if event == "state" and data["state"] in FINAL_STATES:
+                return
+    finally:
+        service.unsubscribe(job_id, queue)
+
+
+def _sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def read_job_body(service: EngineService, request: Request) -> dict:
+    """Parse POST /v1/jobs: JSON, or multipart with a `request` JSON field and audio files."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        _check_content_length(request, service.max_upload_bytes * 2)
+        try:
+            form = await request.form()
+        except Exception as exc:  # malformed multipart
+            raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
+        text = form.get("request")
+        if not isinstance(text, str):
+            raise HTTPProblem(422, "request: missing form field 'request' (the request as JSON text)", "request")
+        body: dict[str, Any] = {"request": _parse_json(text, "request")}
+        for name in ("priority", "autogen"):
+            value = form.get(name)
+            if isinstance(value, str):
+                body[name] = _form_bool(name, value) if name == "autogen" else value
+        if not isinstance(body["request"], dict):
+            raise HTTPProblem(422, "request: expected a JSON object", "request")
+        for name in JOB_UPLOAD_FIELDS:
+            upload = form.get(name)
+            if isinstance(upload, StarletteUploadFile):
+                saved = await save_upload(service, upload, name)
+                body["request"][name] = FILE_REF_PREFIX + saved["id"]
+        return body
+    if content_type not in ("application/json", ""):
+        raise HTTPProblem(415, f"unsupported content type '{content_type}': send application/json "
+                               f"or multipart/form-data")
+    raw = await request.body()
+    body = _parse_json(raw.decode("utf-8", errors="replace"), None)
+    if not isinstance(body, dict):
+        raise HTTPProblem(422, "body: expected a JSON object like {\"request\": {...}}", "body")
+    unknown = set(body) - {"request", "priority", "autogen"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise HTTPProblem(422, f"{name}: unknown field (expected request, priority, autogen)", name)
+    if "request" not in body:
+        raise HTTPProblem(422, "request: missing (the GenerationRequest fields)", "request")
+    if not isinstance(body["request"], dict):
+        raise HTTPProblem(422, f"request: expected a JSON object, got {type(body['request']).__name__}",
+                          "request")
+    return body
+
+
+def _parse_json(text: str, field: str | None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f"{field}: " if field else ""
+        raise HTTPProblem(400, f"{where}malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                          field) from None
+
+
+def _form_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise HTTPProblem(422, f"{name}: expected true or false, got {value!r}", name)
+
+
+def _check_content_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 64 * 1024:
+        raise HTTPProblem(413, f"upload too large: {int(length)} bytes (limit {limit} bytes)", "file")
+
+
+async def save_upload(service: EngineService, upload: UploadFile, field: str) -> dict:
+    """Store an uploaded audio file under results/.uploads; checks size and that it is audio."""
+    import soundfile
+
+    file_id = new_id()
+    path = service.store.upload_path(file_id)
+    name = os.path.basename(upload.filename or "upload") or "upload"
+    size = 0
+    try:
+        with open(path, "wb") as out:
+            while True:
+                chunk = await upload.read(1024 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > service.max_upload_bytes:
+                    raise HTTPProblem(413, f"{field}: upload too large (limit {service.max_upload_bytes} bytes)",
+                                      field)
+                out.write(chunk)
+        if size == 0:
+            raise HTTPProblem(400, f"{field}: '{name}' is empty", field)
+        try:
+            info = soundfile.info(str(path))
+        except Exception as exc:
+            raise HTTPProblem(400, f"{field}: '{name}' is not a readable audio file "
+                                   f"({str(exc).strip() or type(exc).__name__})", field) from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise HTTPProblem(400, f"{field}: '{name}' holds no audio", field)
+        meta = {"id": file_id, "name": name, "size": size, "sample_rate": info.samplerate,
+                "channels": info.channels, "duration": round(info.frames / info.samplerate, 4),
+                "created_at": time.time()}
+        service.store.save_upload_meta(file_id, meta)
+    except BaseException as exc:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise HTTPProblem(507, f"{field}: could not store the upload: {exc.strerror or exc}", field) from None
+        raise
+    return {"id": file_id, "name": name, "size": size, "duration": meta["duration"],
+            "sample_rate": meta["sample_rate"], "channels": meta["channels"]}
+
+
+def models_json(service: EngineService) -> dict:
+    """Loaded models plus the folders found under the checkpoints root."""
+    info = service.info()
+    root = info.get("checkpoints")
+    dits, lms = [], []
+    if root and os.path.isdir(root):
+        for entry in sorted(os.listdir(root)):
+            folder = os.path.join(root, entry)
+            if not os.path.isdir(folder):
+                continue
+            if entry.startswith("acestep-5Hz-lm-"):
+                lms.append(entry)
+            elif os.path.isfile(os.path.join(folder, "silence_latent.pt")):
+                dits.append(entry)
+    loaded_dit, loaded_lm = info.get("dit"), info.get("lm")
+    return {
+        "dit": loaded_dit, "lm": loaded_lm, "device": info.get("device"), "dtype": info.get("dtype"),
+        "checkpoints": root, "dits": dits, "lms": lms,
+        # upstream ACE-Step 1.5 shape, for its clients
+        "data": {
+            "models": [{"name": d, "is_default": d == loaded_dit, "is_loaded": d == loaded_dit} for d in dits],
+            "default_model": loaded_dit, "lm_models": lms, "loaded_lm_model": loaded_lm,
+            "llm_initialized": bool(loaded_lm),
+        },
+        "code": 200, "error": None,
+    }
+
+
+def memory_status() -> dict:
+    """Process memory and, when torch with CUDA is loaded, GPU memory (MiB)."""
+    status: dict[str, Any] = {"platform": platform.system()}
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            rss_pages = int(fh.read().split()[1])
+        status["rss_mib"] = round(rss_pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20, 1)
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        status["peak_rss_mib"] = round(peak / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                free, total = torch.cuda.mem_get_info()
+                status["cuda_allocated_mib"] = round(torch.cuda.memory_allocated() / 2 ** 20, 1)
+                status["cuda_reserved_mib"] = round(torch.cuda.memory_reserved() / 2 ** 20, 1)
+                status["cuda_free_mib"] = round(free / 2 ** 20, 1)
+                status["cuda_total_mib"] = round(total / 2 ** 20, 1)
+        except Exception:
+            pass
+    return status
+
+
+def _media_type(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1].lower()
+    return {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
+            "json": "application/json"}.get(ext, "application/octet-stream")
+
+
+def job_request_fields() -> list[str]:
+    return GenerationRequest.field_names()

@@ -1,0 +1,153 @@
+"""On-disk state of the engine: jobs, uploads and rendered results.
+
+Layout under the results folder (default `./results`):
+
+    results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz, 24-bit; .flac when asked)
+    results/<job_id>/item<index>-seed<seed>.json  sidecar: request, seed, models, timings, LM plan
+    results/.jobs/<job_id>.json                   one small file per job, written atomically
+    results/.uploads/<file_id>                    uploaded audio, with <file_id>.json (name, size)
+
+Everything is plain JSON and audio, so a results folder can be copied, browsed and
+re-opened by a later engine. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+JOBS_DIR = ".jobs"
+UPLOADS_DIR = ".uploads"
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value or ""))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # torch tensors in an LM plan, without importing torch
+        return value.tolist()
+    return str(value)
+
+
+class Store:
+    """Paths and file I/O for jobs, uploads and results under one folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.jobs_dir = self.root / JOBS_DIR
+        self.uploads_dir = self.root / UPLOADS_DIR
+        for folder in (self.root, self.jobs_dir, self.uploads_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ jobs
+    def save_job(self, record: dict) -> None:
+        write_json_atomic(self.jobs_dir / f"{record['id']}.json", record)
+
+    def load_jobs(self) -> tuple[list[dict], list[str]]:
+        """All persisted job records (oldest first) and a list of problems with unreadable files."""
+        records, problems = [], []
+        for path in sorted(self.jobs_dir.glob("*.json")):
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    record = json.load(fh)
+                if not isinstance(record, dict) or not is_valid_id(str(record.get("id", ""))):
+                    raise ValueError("not a job record")
+            except (OSError, ValueError) as exc:
+                problems.append(f"{path.name}: {exc}")
+                continue
+            records.append(record)
+        records.sort(key=lambda r: (r.get("created_at") or 0.0, r.get("seq") or 0))
+        return records, problems
+
+    # ------------------------------------------------------------ uploads
+    def upload_path(self, file_id: str) -> Path:
+        return self.uploads_dir / file_id
+
+    def save_upload_meta(self, file_id: str, meta: dict) -> None:
+        write_json_atomic(self.uploads_dir / f"{file_id}.json", meta)
+
+    def upload_meta(self, file_id: str) -> dict | None:
+        if not is_valid_id(file_id):
+            return None
+        meta_path = self.uploads_dir / f"{file_id}.json"
+        if not meta_path.is_file() or not self.upload_path(file_id).is_file():
+            return None
+        try:
+            with open(meta_path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------ results
+    def write_result(self, job_id: str, index: int, seed: int, audio: Any, sample_rate: int,
+                     audio_format: str, sidecar: dict) -> Path:
+        """Write one rendered item and its JSON sidecar; returns the audio path."""
+        import soundfile  # local: only the worker thread writes audio
+
+        folder = self.root / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = "flac" if audio_format == "flac" else "wav"
+        path = folder / f"item{index}-seed{seed}.{ext}"
+        samples = to_channels_last(audio)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            soundfile.write(str(tmp), samples, int(sample_rate), subtype="PCM_24",
+                            format="FLAC" if ext == "flac" else "WAV")
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
+        write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name})
+        return path
+
+
+def to_channels_last(audio: Any) -> np.ndarray:
+    """[channels, samples] array or tensor -> float32 numpy [samples, channels], clipped to +-1."""
+    if hasattr(audio, "detach"):
+        audio = audio.detach().float().cpu().numpy()
+    array = np.asarray(audio, dtype=np.float32)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise ValueError(f"expected audio of shape [channels, samples], got {array.shape}")
+    return np.clip(array.T, -1.0, 1.0)
