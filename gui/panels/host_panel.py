@@ -16,13 +16,18 @@ from gui.request_builder import HostValues
 ADAPTERS = (("reaper", "REAPER"), ("ableton", "Ableton"), ("midi", "MIDI clock"), ("engine", "Engine"))
 KEY_NAMES = [f"{note} {mode}" for mode in ("major", "minor")
              for note in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")]
-METER_CHOICES = [f"{n}/4" for n in TIME_SIGNATURES]
+METER_CHOICES = ["2/4", "3/4", "4/4", "6/8"]  # the model knows 2, 3, 4 and 6 beats per bar (numerator only)
+
+
+def meter_known(meter: str) -> bool:
+    return meter.partition("/")[0] in TIME_SIGNATURES
 
 # Names a host-state snapshot may use for each value (the bridge's own names come first).
 _TEMPO_KEYS = ("tempo_bpm", "tempo", "bpm")
 _METER_KEYS = ("meter", "time_signature", "timesignature")
 _KEY_KEYS = ("key", "keyscale", "key_scale")
-_SELECTION_KEYS = ("selection", "selection_s", "region", "selected_region")
+_SELECTION_KEYS = ("region_s", "selection", "selection_s", "region")
+_SELECTION_QN_KEYS = ("region_qn",)
 
 
 def snapshot_value(snapshot: dict[str, Any], names: tuple[str, ...]) -> Any:
@@ -68,11 +73,10 @@ def selection_seconds(value: Any, snapshot: dict[str, Any]) -> tuple[float, floa
     return start, end
 
 
-def bars_beats(seconds: float, bpm: float, beats_per_bar: int) -> str:
-    """'5.1' style position (bar.beat, both from 1) at a constant tempo."""
-    beats = seconds * bpm / 60.0
-    bar, beat = divmod(beats, beats_per_bar)
-    return f"{int(bar) + 1}.{int(beat + 1e-6) + 1}"
+def bars_beats(beats: float, beats_per_bar: int) -> str:
+    """'5.1' style position (bar.beat, both counted from 1) from beats since the start."""
+    bar, beat = divmod(beats + 1e-6, beats_per_bar)
+    return f"{int(bar) + 1}.{int(beat) + 1}"
 
 
 class _FollowField(QWidget):
@@ -195,11 +199,13 @@ class HostPanel(QGroupBox):
             self.tempo_spin.blockSignals(False)
         meter = meter_text(snapshot_value(self.snapshot, _METER_KEYS))
         if meter:
-            known = meter in METER_CHOICES
+            known = meter_known(meter)
             self.host_meter_note.setText("" if known else f"host meter {meter}: the model knows 2, 3, 4 and 6 "
                                                           "beats per bar; sent as unknown")
             if self.meter.follow.isChecked() and known:
                 self.meter_combo.blockSignals(True)
+                if self.meter_combo.findText(meter) < 0:
+                    self.meter_combo.addItem(meter)  # e.g. 6/4 or 3/8: same numerator, kept as the host says
                 self.meter_combo.setCurrentText(meter)
                 self.meter_combo.blockSignals(False)
         key = snapshot_value(self.snapshot, _KEY_KEYS)
@@ -215,24 +221,41 @@ class HostPanel(QGroupBox):
 
     def values(self) -> HostValues:
         meter = self.meter_combo.currentText()
-        if self.meter.follow.isChecked() and self.host_meter() and self.host_meter() not in METER_CHOICES:
-            meter = ""
-        return HostValues(bpm=self.tempo_spin.value(), timesignature=meter,
+        if self.meter.follow.isChecked() and self.host_meter() and not meter_known(self.host_meter()):
+            meter = ""  # e.g. 7/8: sent as unknown rather than as a wrong meter
+        return HostValues(bpm=self.tempo_spin.value(), timesignature=meter.partition("/")[0],
                           keyscale=self.key_combo.currentText(), selection=self.selection())
 
     def selection(self) -> tuple[float, float] | None:
         return selection_seconds(snapshot_value(self.snapshot, _SELECTION_KEYS), self.snapshot)
+
+    def _selection_beats(self, selection: tuple[float, float]) -> tuple[float, float, int]:
+        """Start and end in beats of the meter's unit, and beats per bar.
+
+        The host's own quarter-note positions are used when it sends them (exact under tempo
+        changes); otherwise the seconds are converted at the tempo shown.
+        """
+        meter = self.host_meter() if self.meter.follow.isChecked() and self.host_meter() else \
+            self.meter_combo.currentText()
+        numerator, _, denominator = meter.partition("/")
+        beats_per_bar = max(1, int(numerator or 4))
+        beat_unit_qn = 4.0 / max(1, int(denominator or 4))  # a beat of 6/8 is half a quarter note
+        span_qn = snapshot_value(self.snapshot, _SELECTION_QN_KEYS)
+        if isinstance(span_qn, (list, tuple)) and len(span_qn) == 2:
+            return float(span_qn[0]) / beat_unit_qn, float(span_qn[1]) / beat_unit_qn, beats_per_bar
+        quarter_notes_per_s = self.tempo_spin.value() / 60.0
+        return (selection[0] * quarter_notes_per_s / beat_unit_qn,
+                selection[1] * quarter_notes_per_s / beat_unit_qn, beats_per_bar)
 
     def _refresh(self) -> None:
         selection = self.selection()
         if selection is None:
             self.selection_label.setText("no selection")
         else:
-            bpm = self.tempo_spin.value()
-            beats_per_bar = int(self.meter_combo.currentText().split("/")[0])
             start, end = selection
+            start_beats, end_beats, beats_per_bar = self._selection_beats(selection)
             self.selection_label.setText(
-                f"{bars_beats(start, bpm, beats_per_bar)} – {bars_beats(end, bpm, beats_per_bar)}   "
+                f"{bars_beats(start_beats, beats_per_bar)} – {bars_beats(end_beats, beats_per_bar)}   "
                 f"({start:.3f} s – {end:.3f} s, {end - start:.2f} s)")
         self.values_changed.emit()
 
