@@ -305,6 +305,22 @@ class MainWindow(QMainWindow):
         except RuntimeError:
             pass  # window already gone
 
+    def watch_engine_process(self, process) -> None:
+        """Show the engine log tail in the banner if the engine we started exits."""
+        self._engine_process = process
+
+        def check() -> None:
+            if not process.running():
+                timer.stop()
+                self.banner.setText(f"⚠ The engine process exited (code {process.process.returncode}). "
+                                    f"Last lines of {process.log_path}:\n{process.log_tail(6)}")
+                self.banner.show()
+
+        timer = QTimer(self)
+        timer.setInterval(1000)
+        timer.timeout.connect(check)
+        timer.start()
+
     def _poll_bridge(self) -> None:
         if self.bridge is None:
             return
