@@ -52,8 +52,10 @@ class MainWindow(QMainWindow):
         self.results_model = ResultsModel(self)
         self.player = AudioPlayer(self.runner, self)
         self.player.set_device(settings.audio_device or None)
+        self.last_job_id: str | None = None  # the newest job this window started
         self._downloads: set[tuple[str, int]] = set()
         self._live_jobs: set[str] = set()
+        self._announced_failures: set[str] = set()
 
         # ---- panels
         self.banner = QLabel()
@@ -177,9 +179,13 @@ class MainWindow(QMainWindow):
         except (RequestError, OSError, RuntimeError) as exc:
             self.show_error(f"{action}: {exc}")
             return
-        self.link.submit(request.to_dict(), autogen=autogen,
-                         on_submitted=lambda job_id: self.statusBar().showMessage(f"Job {job_id[:8]} queued"),
+        self.link.submit(request.to_dict(), autogen=autogen, on_submitted=self._on_submitted,
                          on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+
+    def _on_submitted(self, job_id: str) -> None:
+        self.last_job_id = job_id
+        self._live_jobs.add(job_id)
+        self.statusBar().showMessage(f"Job {job_id[:8]} queued")
 
     def _use_bridge(self, values) -> bool:
         if self.bridge is None or values.src_audio:
@@ -188,6 +194,7 @@ class MainWindow(QMainWindow):
 
     def _on_bridge_job(self, job_id: str, action: str, overrides: dict) -> None:
         self.jobs_model.update_job({"id": job_id, "state": "queued", "request": overrides})
+        self.last_job_id = job_id
         self._live_jobs.add(job_id)
         self.link.watch(job_id)
         self.statusBar().showMessage(f"{action}: job {job_id[:8]} queued by the bridge")
@@ -259,10 +266,13 @@ class MainWindow(QMainWindow):
             return
         if job.get("state") not in FINAL_STATES:
             self._live_jobs.add(row.job_id)
-        if job.get("state") == "done" and self._wants_results(job):
+        if not self._wants_results(job):
+            return  # a job from before this window opened: listed, but not fetched or announced
+        if job.get("state") == "done":
             for result in job.get("results") or []:
                 self._fetch_result(row.job_id, result, job.get("request") or row.request)
-        if job.get("state") == "failed":
+        elif job.get("state") == "failed" and row.job_id not in self._announced_failures:
+            self._announced_failures.add(row.job_id)
             self.show_error(f"Job {row.job_id[:8]} failed: {row.details()}")
 
     def _wants_results(self, job: dict) -> bool:

@@ -25,9 +25,9 @@ _APP = None
 def qt_app():
     """The one QApplication of the test process (kept referenced so it is never collected)."""
     global _APP
-    from PyQt6.QtWidgets import QApplication
+    from gui.app import make_application  # the same setup (name, dark theme) as the real entry points
     if _APP is None:
-        _APP = QApplication.instance() or QApplication([])
+        _APP = make_application(["ace-companion-tests"])
     return _APP
 
 
@@ -55,7 +55,9 @@ class StandInPipeline:
         pass
 
     def generate(self, request, progress=None, cancel=None, dump=False):
-        from engine.types import Cancelled, GenerationOutput, ProgressEvent
+        from engine.types import Cancelled, CheckpointError, GenerationOutput, ProgressEvent
+        if request.dit and not (PARITY_CHECKPOINTS / request.dit).is_dir():
+            raise CheckpointError(f"DiT folder {request.dit} not found under {PARITY_CHECKPOINTS}")
         steps = request.inference_steps or 8
         for step in range(1, steps + 1):
             if cancel is not None and cancel():
