@@ -79,9 +79,11 @@ class MainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.prompt_panel.tasks_box)
         right.addWidget(self.jobs_panel)
         right.addWidget(self.results_panel)
-        right.setSizes([260, 420])
+        right.setCollapsible(0, False)
+        right.setSizes([110, 230, 420])
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(scroll)
         split.addWidget(right)
@@ -269,6 +271,8 @@ class MainWindow(QMainWindow):
         if not self._wants_results(job):
             return  # a job from before this window opened: listed, but not fetched or announced
         if job.get("state") == "done":
+            if self.last_job_id == row.job_id:
+                self.statusBar().showMessage(f"Job {row.job_id[:8]} done: {row.details()}", 10000)
             for result in job.get("results") or []:
                 self._fetch_result(row.job_id, result, job.get("request") or row.request)
         elif job.get("state") == "failed" and row.job_id not in self._announced_failures:

@@ -25,6 +25,7 @@ class ProgressDelegate(QStyledItemDelegate):
             bar.progress = int(percent or 0)
         bar.text = str(index.data() or "")
         bar.textVisible = True
+        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
         bar.state = option.state | QStyle.StateFlag.State_Horizontal
         style = option.widget.style() if option.widget else QApplication.style()
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, option.widget)

@@ -110,8 +110,10 @@ class PromptPanel(QWidget):
         layout.addWidget(self._build_lm_box())
         layout.addWidget(self._build_model_box())
         layout.addWidget(self._build_params_box())
-        layout.addWidget(self._build_tasks_box())
         layout.addStretch(1)
+        # The task buttons are built here (they read this panel) but placed by the main window,
+        # where they stay visible however far the form is scrolled.
+        self.tasks_box = self._build_tasks_box()
 
     # ---------------------------------------------------------------- boxes
     def _build_prompt_box(self) -> QGroupBox:
