@@ -153,7 +153,13 @@ class EngineLink(QObject):
         self.runner.run(lambda: self.client.cancel(job_id), None, self._report)
 
     def set_autogen(self, job_id: str, enabled: bool) -> None:
-        self.runner.run(lambda: self.client.set_autogen(job_id, enabled), None, self._report)
+        def done(job) -> None:
+            if isinstance(job, dict) and job.get("id"):
+                self.job_updated.emit(job)
+                if enabled:
+                    self.watch(job["id"])
+
+        self.runner.run(lambda: self.client.set_autogen(job_id, enabled), done, self._report)
 
     # ---------------------------------------------------------------- models
     def refresh_models(self) -> None:

@@ -120,9 +120,6 @@ class MainWindow(QMainWindow):
         self._adapter_timer = QTimer(self)
         self._adapter_timer.setInterval(1000)
         self._adapter_timer.timeout.connect(self._poll_bridge)
-        self._autogen_timer = QTimer(self)
-        self._autogen_timer.setInterval(max(500, poll_ms))
-        self._autogen_timer.timeout.connect(self._poll_autogen)
         if bridge is not None:
             state = getattr(bridge, "host_state", None)
             if state is not None:
@@ -130,7 +127,6 @@ class MainWindow(QMainWindow):
                 self.host_panel.apply_snapshot(state.snapshot())
         self.link.start()
         self._adapter_timer.start()
-        self._autogen_timer.start()
 
     # ---------------------------------------------------------------- setup
     def _build_menu_and_shortcuts(self) -> None:
@@ -270,6 +266,10 @@ class MainWindow(QMainWindow):
             self._live_jobs.add(row.job_id)
         if not self._wants_results(job):
             return  # a job from before this window opened: listed, but not fetched or announced
+        follow_up = job.get("autogen_next")
+        if follow_up and follow_up not in self._live_jobs:  # AutoGen queued the next variant: follow it too
+            self._live_jobs.add(follow_up)
+            self.link.watch(follow_up)
         if job.get("state") == "done":
             if self.last_job_id == row.job_id:
                 self.statusBar().showMessage(f"Job {row.job_id[:8]} done: {row.details()}", 10000)
@@ -348,12 +348,6 @@ class MainWindow(QMainWindow):
         self.results_panel.set_insert_available(
             connected, "" if connected else "No DAW connected: drag the variant into the DAW instead")
 
-    def _poll_autogen(self) -> None:
-        """AutoGen jobs spawn new jobs on the engine; list them so their results arrive too."""
-        if self.link.connected and (self.jobs_panel.autogen.isChecked()
-                                    or any(row.autogen for row in self.jobs_model.active_jobs())):
-            self.link.refresh_jobs()
-
     def _on_device(self, name: str) -> None:
         self.settings = dataclasses.replace(self.settings, audio_device=name)
         self.save_settings()
@@ -363,7 +357,6 @@ class MainWindow(QMainWindow):
                                             window_geometry=bytes(self.saveGeometry().toHex()).decode())
         self.save_settings()
         self._adapter_timer.stop()
-        self._autogen_timer.stop()
         self.link.stop()
         self.player.stop()
         self.runner.close()

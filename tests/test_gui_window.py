@@ -149,3 +149,24 @@ def test_settings_are_saved_when_the_window_closes(window, tmp_path):
     saved = load_settings(tmp_path / "gui.json")
     assert saved.engine_url == window.settings.engine_url
     assert saved.window_geometry
+
+
+def test_autogen_keeps_making_variants_until_switched_off(window):
+    window.prompt_panel.caption.setPlainText("autogen clip")
+    window.prompt_panel.duration.setValue(1.0)
+    window.jobs_panel.autogen.setChecked(True)
+    window.prompt_panel.task_buttons["generate"].click()
+    # the first job and at least two AutoGen follow-ups deliver results without further clicks
+    assert wait_for(lambda: len(window.results_model.items()) >= 3, 120), window.statusBar().currentMessage()
+    jobs = {item.job_id for item in window.results_model.items()}
+    assert len(jobs) >= 3
+    assert all(item.request.get("caption") == "autogen clip" for item in window.results_model.items())
+
+    window.jobs_panel.autogen.setChecked(False)
+    assert wait_for(lambda: not any(row.autogen for row in window.jobs_model.active_jobs())
+                    and not window.jobs_model.active_jobs(), 60)
+    wait_for(lambda: False, 1.0)  # the last downloads land
+    settled = len(window.results_model.items())
+    wait_for(lambda: False, 1.5)
+    assert len(window.results_model.items()) == settled  # nothing new after AutoGen is off
+    assert not window.jobs_model.active_jobs()

@@ -88,7 +88,12 @@ class JobsPanel(QGroupBox):
             self.cancel_requested.emit(job_id)
 
     def _on_autogen(self, enabled: bool) -> None:
-        job_id = self.selected_job_id()
-        row = self.model.job(job_id) if job_id else None
-        if row is not None and not row.finished or (row is not None and row.autogen and not enabled):
-            self.autogen_changed.emit(job_id, enabled)
+        """On: new jobs get AutoGen, and so does the selected job. Off: every running chain stops."""
+        if enabled:
+            job_id = self.selected_job_id()
+            if job_id:
+                self.autogen_changed.emit(job_id, True)
+            return
+        for row in self.model.active_jobs():
+            if row.autogen:
+                self.autogen_changed.emit(row.job_id, False)
