@@ -66,3 +66,41 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.01):
             return value
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+class LiveServer:
+    """Runs an ASGI app under uvicorn on 127.0.0.1 with an ephemeral port, in a thread."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self._thread.start()
+        wait_for(lambda: self.server.started, timeout=20)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+
+def write_tone(path, seconds: float = 1.0, sample_rate: int = 48000) -> str:
+    """A short stereo sine WAV, for upload tests."""
+    import soundfile
+
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    tone = 0.2 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32)
+    soundfile.write(str(path), np.stack([tone, tone], axis=1), sample_rate)
+    return str(path)

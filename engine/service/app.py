@@ -244,9 +244,9 @@ def _sse(event: str, data: dict) -> str:
 
 
 async def read_job_body(service: EngineService, request: Request) -> dict:
-    """Parse POST /v1/jobs: JSON, or multipart with a `request` JSON field and audio files."""
+    """Parse POST /v1/jobs: JSON, or a form (multipart) with a `request` JSON field and audio files."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         _check_content_length(request, service.max_upload_bytes * 2)
         try:
             form = await request.form()
@@ -270,7 +270,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
         return body
     if content_type not in ("application/json", ""):
         raise HTTPProblem(415, f"unsupported content type '{content_type}': send application/json "
-                               f"or multipart/form-data")
+                               f"or multipart/form-data", "content-type")
     raw = await request.body()
     body = _parse_json(raw.decode("utf-8", errors="replace"), None)
     if not isinstance(body, dict):

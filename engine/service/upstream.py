@@ -56,9 +56,9 @@ UPLOAD_FIELDS = {"src_audio": "src_audio", "ctx_audio": "src_audio",
 IGNORED = {"ai_token", "instruction", "lm_model_path", "lm_backend", "constrained_decoding_debug",
            "allow_lm_batch", "use_tiled_decode_upstream", "is_format_caption", "lora_name", "lora_scale",
            "task_id", "use_random_seed", "seed", "metas", "metadata", "user_metadata"}
-# Upstream features this engine does not offer: refused when turned on.
-UNSUPPORTED = {"sample_mode", "sample_query", "sampleQuery", "description", "desc", "use_format", "useFormat",
-               "format", "timesteps"}
+# Upstream features this engine does not offer: refused when turned on / given.
+UNSUPPORTED_FLAGS = {"sample_mode", "use_format", "useFormat", "format"}
+UNSUPPORTED_TEXT = {"sample_query", "sampleQuery", "description", "desc", "timesteps"}
 UPSTREAM_BATCH_SIZE = 2  # upstream's REST default
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(GenerationRequest)}
 
@@ -184,9 +184,10 @@ def upstream_to_request(params: dict[str, Any]) -> dict[str, Any]:
             for key, inner in value.items():
                 flat.setdefault(key, inner)
     for key, value in flat.items():
-        if key in UNSUPPORTED:
-            if _truthy(value):
-                raise RequestError(key, "not supported by this engine (ACE Companion); leave it off")
+        if key in UNSUPPORTED_FLAGS or key in UNSUPPORTED_TEXT:
+            given = _truthy(value) if key in UNSUPPORTED_FLAGS else bool(str(value or "").strip())
+            if given:
+                raise RequestError(key, "not supported by this engine (ACE Companion); leave it out")
             continue
         if key in IGNORED:
             continue

@@ -1,0 +1,224 @@
+"""The `/acecomp/...` OSC namespace: trigger actions, set host state by hand, get replies.
+
+Requests (UDP, default 127.0.0.1:9110):
+  /acecomp/generate|repaint|continue|cover|stems|extract [settings]
+      settings: nothing, one JSON object string ('{"caption": "lofi", "seed": 3}'), or
+      key/value pairs ("caption", "lofi", "seed", 3). Bridge keys: region (use "start"/"end"
+      pairs in seconds), bars (continue), stems ("drums,bass"), insert (replace/add/new_track/none).
+  /acecomp/cancel [job_id]            cancel a job, or the latest running action
+  /acecomp/insert <path> [position_s] [new_track 0|1]
+  /acecomp/region <start_s> <end_s>   /acecomp/region/beats <start_qn> <end_qn>
+  /acecomp/tempo <bpm>  /acecomp/meter <num> <den>  /acecomp/key <"A minor">
+  /acecomp/source <path>  /acecomp/project <name>  /acecomp/samplerate <hz>
+  /acecomp/status  /acecomp/ping
+
+Replies (to the sender's port, or the configured reply port):
+  /acecomp/job <action> <job_id> <action_id>
+  /acecomp/progress <job_id> <stage> <step> <total> <percent>
+  /acecomp/result <job_id> <path> <position_s> <inserted 0|1> <message>
+  /acecomp/done <action_id> <state>
+  /acecomp/error <what> <message>
+  /acecomp/ok <what>   /acecomp/status <json>   /acecomp/pong
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from bridge.config import ACTIONS
+from bridge.grid import GridError, Region, check_meter, check_tempo
+from bridge.oscio import OscArgumentError, OscEndpoint, float_arg, int_arg, str_arg
+
+log = logging.getLogger(__name__)
+
+SOURCE = "osc"
+PREFIX = "/acecomp"
+
+
+def parse_settings(args: tuple) -> dict[str, Any]:
+    """OSC arguments -> overrides dict (see the module docstring)."""
+    if not args:
+        return {}
+    if len(args) == 1 and isinstance(args[0], str) and args[0].lstrip().startswith("{"):
+        try:
+            settings = json.loads(args[0])
+        except json.JSONDecodeError as exc:
+            raise OscArgumentError(f"settings are not valid JSON: {exc.msg}") from None
+        if not isinstance(settings, dict):
+            raise OscArgumentError("settings JSON must be an object")
+        return settings
+    if len(args) % 2:
+        raise OscArgumentError("settings must be key/value pairs (an even number of arguments) or one JSON object")
+    settings: dict[str, Any] = {}
+    for key, value in zip(args[::2], args[1::2]):
+        if not isinstance(key, str) or not key:
+            raise OscArgumentError(f"setting names must be strings, got {key!r}")
+        if isinstance(value, float) and value != value:
+            raise OscArgumentError(f"setting '{key}' is NaN")
+        settings[key] = value
+    if "start" in settings or "end" in settings:
+        try:
+            settings["region"] = [float(settings.pop("start")), float(settings.pop("end"))]
+        except (KeyError, TypeError, ValueError):
+            raise OscArgumentError("a region needs both 'start' and 'end' in seconds") from None
+    return settings
+
+
+class CommandServer:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 9110, reply_port: int | None = None):
+        self.app = app
+        self.reply_port = reply_port
+        self.osc = OscEndpoint(host, port, "commands")
+        for action in ACTIONS:
+            self.osc.map(f"{PREFIX}/{action}", self._action)
+        handlers = {
+            "cancel": self._cancel, "insert": self._insert, "region": self._region,
+            "region/beats": self._region_beats, "tempo": self._tempo, "meter": self._meter, "key": self._key,
+            "source": self._source, "project": self._project, "samplerate": self._samplerate,
+            "status": self._status, "ping": self._ping,
+        }
+        for name, handler in handlers.items():
+            self.osc.map(f"{PREFIX}/{name}", self._guard(name, handler))
+        self.osc.on_unknown(self._unknown)
+        self.errors = 0
+
+    @property
+    def port(self) -> int:
+        return self.osc.port
+
+    def start(self) -> None:
+        self.osc.start()
+
+    def stop(self) -> None:
+        self.osc.stop()
+
+    # ------------------------------------------------------------- replies
+    def _target(self, sender: tuple[str, int]) -> tuple[str, int]:
+        return (sender[0], self.reply_port) if self.reply_port else (sender[0], sender[1])
+
+    def reply(self, sender: tuple[str, int], address: str, *args: Any) -> None:
+        self.osc.send(self._target(sender), f"{PREFIX}/{address}", *args)
+
+    def error(self, sender: tuple[str, int], what: str, message: str) -> None:
+        self.errors += 1
+        log.warning("OSC %s from %s:%s: %s", what, sender[0], sender[1], message)
+        self.reply(sender, "error", what, message)
+
+    def _guard(self, name: str, handler):
+        def wrapped(sender, address, *args):
+            try:
+                handler(sender, *args)
+            except (OscArgumentError, GridError, ValueError) as exc:
+                self.error(sender, name, str(exc))
+            except Exception as exc:  # anything else: say so, keep serving
+                log.exception("OSC %s failed", address)
+                self.error(sender, name, f"{type(exc).__name__}: {exc}")
+        return wrapped
+
+    def _unknown(self, sender, address, *args):
+        self.error(sender, address, f"unknown address {address} (see README: OSC namespace)")
+
+    # ------------------------------------------------------------- actions
+    def _action(self, sender, address, *args):
+        action = address.rsplit("/", 1)[-1]
+        try:
+            settings = parse_settings(args)
+        except OscArgumentError as exc:
+            return self.error(sender, action, str(exc))
+        # Preparing may render in the DAW (seconds): do it off the OSC thread so cancel still works.
+        threading.Thread(target=self._run, args=(sender, action, settings), name=f"osc-{action}", daemon=True).start()
+
+    def _run(self, sender, action: str, settings: dict[str, Any]) -> None:
+        def notify(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "job":
+                for job_id in event["job_ids"]:
+                    self.reply(sender, "job", action, job_id, event["action_id"])
+            elif kind == "progress":
+                self.reply(sender, "progress", event["job_id"], event["stage"], int(event["step"]),
+                           int(event["total"]), float(event["percent"]))
+            elif kind == "result":
+                self.reply(sender, "result", event["job_id"], event["path"], float(event["position_s"]),
+                           int(bool(event["inserted"])), event.get("message") or "")
+            elif kind == "error":
+                self.reply(sender, "error", event.get("job_id") or action, event["message"])
+            elif kind == "done":
+                self.reply(sender, "done", event["action_id"], event["state"])
+        try:
+            self.app.run_action(action, settings, notify=notify)
+        except Exception as exc:
+            self.error(sender, action, str(exc))
+
+    def _cancel(self, sender, *args):
+        job_id = str_arg(args, 0, "job_id") if args else None
+        cancelled = self.app.cancel(job_id)
+        if not cancelled:
+            return self.error(sender, "cancel", "nothing to cancel")
+        self.reply(sender, "ok", "cancel", ",".join(cancelled))
+
+    def _insert(self, sender, *args):
+        path = str_arg(args, 0, "path")
+        position = float_arg(args, 1, "position_s") if len(args) > 1 else None
+        new_track = bool(int_arg(args, 2, "new_track")) if len(args) > 2 else False
+        inserted = self.app.insert_result(path, position, new_track)
+        self.reply(sender, "ok" if inserted else "error", "insert",
+                   path if inserted else "no DAW took the clip: drag it from the window")
+
+    # ------------------------------------------------------------- manual host state
+    def _region(self, sender, *args):
+        region = Region(float_arg(args, 0, "start_s"), float_arg(args, 1, "end_s"))
+        self.app.host_state.update(SOURCE, region_s=(region.start_s, region.end_s), region_qn=None)
+        self.reply(sender, "ok", "region")
+
+    def _region_beats(self, sender, *args):
+        start, end = float_arg(args, 0, "start_qn"), float_arg(args, 1, "end_qn")
+        if start < 0 or end <= start:
+            raise OscArgumentError(f"region {start}..{end} beats must start at >= 0 and end after its start")
+        self.app.host_state.update(SOURCE, region_qn=(start, end), region_s=None)
+        self.reply(sender, "ok", "region")
+
+    def _tempo(self, sender, *args):
+        self.app.host_state.update(SOURCE, tempo=check_tempo(float_arg(args, 0, "bpm")), tempo_map=None)
+        self.reply(sender, "ok", "tempo")
+
+    def _meter(self, sender, *args):
+        meter = check_meter(int_arg(args, 0, "numerator"), int_arg(args, 1, "denominator"))
+        self.app.host_state.update(SOURCE, meter=meter, tempo_map=None)
+        self.reply(sender, "ok", "meter")
+
+    def _key(self, sender, *args):
+        from engine.request import is_valid_keyscale
+        key = str_arg(args, 0, "key").strip()
+        if key and not is_valid_keyscale(key):
+            raise OscArgumentError(f"key {key!r} is not like 'A minor' or 'F# major'")
+        self.app.host_state.update(SOURCE, key=key or None)
+        self.reply(sender, "ok", "key")
+
+    def _source(self, sender, *args):
+        import os
+        path = str_arg(args, 0, "path")
+        if path and not os.path.isfile(path):
+            raise OscArgumentError(f"source file not found: {path}")
+        self.app.host_state.update(SOURCE, source_file=path or None)
+        self.reply(sender, "ok", "source")
+
+    def _project(self, sender, *args):
+        self.app.host_state.update(SOURCE, project_name=str_arg(args, 0, "name"))
+        self.reply(sender, "ok", "project")
+
+    def _samplerate(self, sender, *args):
+        rate = int_arg(args, 0, "sample_rate")
+        if not 8000 <= rate <= 384000:
+            raise OscArgumentError(f"sample rate {rate} is outside 8000-384000 Hz")
+        self.app.host_state.update(SOURCE, sample_rate=rate)
+        self.reply(sender, "ok", "samplerate")
+
+    def _status(self, sender, *args):
+        status = {"adapters": self.app.adapters_status(), "host": self.app.host_state.values()}
+        self.reply(sender, "status", json.dumps(status, default=str))
+
+    def _ping(self, sender, *args):
+        self.reply(sender, "pong")
