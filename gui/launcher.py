@@ -73,20 +73,26 @@ def start_engine_if_needed(settings: Settings, client, args: argparse.Namespace)
     return process
 
 
+def bridge_config(settings: Settings):
+    """The bridge's configuration from the window's settings (one output folder for both)."""
+    from bridge.config import BridgeConfig
+    return BridgeConfig(engine_url=settings.engine_url, token=settings.engine_token or None, host=settings.host,
+                        osc_port=settings.osc_command_port, reaper_listen_port=settings.reaper_listen_port,
+                        reaper_port=settings.reaper_send_port, ableton_port=settings.ableton_send_port,
+                        ableton_listen_port=settings.ableton_listen_port,
+                        midi_in=settings.midi_in_port or None, output_dir=settings.output_dir)
+
+
 def start_bridge(settings: Settings, client):
     """Start the DAW bridge in-process; returns (bridge or None, a message when it could not start)."""
     try:
         from bridge.app import BridgeApp
-        from bridge.config import BridgeConfig
     except ImportError as exc:
         return None, f"DAW bridge not available ({exc}); drag results into the DAW instead."
     try:
-        config = BridgeConfig(host=settings.host, osc_listen_port=settings.osc_listen_port,
-                              osc_send_port=settings.osc_send_port, output_dir=settings.output_dir,
-                              midi_in=settings.midi_in_port or None, midi_out=settings.midi_out_port or None)
-        bridge = BridgeApp(config, client)
+        bridge = BridgeApp(bridge_config(settings), client)
         bridge.start()
-    except Exception as exc:  # a port in use, a missing MIDI backend...: the window still opens
+    except Exception as exc:  # a bad setting or a port in use: the window still opens, without the bridge
         return None, f"DAW bridge did not start: {exc}"
     return bridge, ""
 

@@ -35,6 +35,7 @@ class MainWindow(QMainWindow):
     """The control window. `client` is an `engine.client.EngineClient`; `bridge` a `BridgeApp` or None."""
 
     host_snapshot = pyqtSignal(dict)  # HostState callbacks arrive on bridge threads; this hops to the UI
+    bridge_event = pyqtSignal(dict)   # BridgeApp.subscribe events, likewise
     result_added = pyqtSignal(object)  # ResultItem
 
     def __init__(self, settings: Settings, client: Any, bridge: Any = None,
@@ -56,6 +57,7 @@ class MainWindow(QMainWindow):
         self._downloads: set[tuple[str, int]] = set()
         self._live_jobs: set[str] = set()
         self._announced_failures: set[str] = set()
+        self._bridge_jobs: set[str] = set()  # jobs whose results the bridge turns into clips itself
 
         # ---- panels
         self.banner = QLabel()
@@ -115,6 +117,7 @@ class MainWindow(QMainWindow):
         self.results_panel.device_changed.connect(self._on_device)
         self.player.error.connect(self.show_error)
         self.host_snapshot.connect(self.host_panel.apply_snapshot)
+        self.bridge_event.connect(self._on_bridge_event)
         self._build_menu_and_shortcuts()
 
         self._adapter_timer = QTimer(self)
@@ -125,6 +128,8 @@ class MainWindow(QMainWindow):
             if state is not None:
                 state.subscribe(self._on_host_state)
                 self.host_panel.apply_snapshot(state.snapshot())
+            if hasattr(bridge, "subscribe"):
+                bridge.subscribe(self._forward_bridge_event)
         self.link.start()
         self._adapter_timer.start()
 
@@ -193,6 +198,7 @@ class MainWindow(QMainWindow):
     def _on_bridge_job(self, job_id: str, action: str, overrides: dict) -> None:
         self.jobs_model.update_job({"id": job_id, "state": "queued", "request": overrides})
         self.last_job_id = job_id
+        self._bridge_jobs.add(job_id)
         self._live_jobs.add(job_id)
         self.link.watch(job_id)
         self.statusBar().showMessage(f"{action}: job {job_id[:8]} queued by the bridge")
@@ -201,9 +207,19 @@ class MainWindow(QMainWindow):
         if self.bridge is None:
             self.show_error("No bridge running: drag the variant from the list into the DAW instead.")
             return
-        position = item.region[0] if item.region else None
-        self.runner.run(lambda: self.bridge.insert_result(item.path, position_s=position),
-                        lambda _: self.statusBar().showMessage(f"Inserted {os.path.basename(item.path)}"),
+        position = item.position_s
+        if position is None:  # an engine result: at the selection, else the play position, else bar 1
+            selection = self.host_panel.selection()
+            position = selection[0] if selection else float(self.host_panel.position_s() or 0.0)
+        name = os.path.basename(item.path)
+
+        def done(inserted) -> None:
+            if inserted is False:
+                self.show_error(f"No DAW could take {name}: drag it from the list instead.")
+            else:
+                self.statusBar().showMessage(f"Inserted {name} at {position:.2f} s")
+
+        self.runner.run(lambda: self.bridge.insert_result(item.path, position_s=position), done,
                         lambda exc: self.show_error(f"Insert failed: {describe_error(exc)}"))
 
     def _load_models(self, dit: str, lm: str | None) -> None:
@@ -273,6 +289,8 @@ class MainWindow(QMainWindow):
         if job.get("state") == "done":
             if self.last_job_id == row.job_id:
                 self.statusBar().showMessage(f"Job {row.job_id[:8]} done: {row.details()}", 10000)
+            if row.job_id in self._bridge_jobs:
+                return  # the bridge cuts this result to the grid and reports the clip (see _on_bridge_event)
             for result in job.get("results") or []:
                 self._fetch_result(row.job_id, result, job.get("request") or row.request)
         elif job.get("state") == "failed" and row.job_id not in self._announced_failures:
@@ -334,6 +352,48 @@ class MainWindow(QMainWindow):
         timer.setInterval(1000)
         timer.timeout.connect(check)
         timer.start()
+
+    def _forward_bridge_event(self, event: dict) -> None:
+        """BridgeApp listener (any thread)."""
+        if self.runner.closed:
+            return
+        try:
+            self.bridge_event.emit(dict(event))
+        except RuntimeError:
+            pass  # window already gone
+
+    def _on_bridge_event(self, event: dict) -> None:
+        kind = event.get("type")
+        job_id = event.get("job_id")
+        if kind == "job":
+            for one in event.get("job_ids") or [job_id]:
+                if one and one not in self._bridge_jobs:  # e.g. started by an OSC or MIDI trigger
+                    self._bridge_jobs.add(one)
+                    self._live_jobs.add(one)
+                    self.link.watch(one)
+        elif kind == "result" and event.get("path"):
+            self._add_bridge_clip(event)
+        elif kind == "error":
+            self.show_error(f"Bridge: {event.get('message')}")
+        elif kind == "offer":
+            self.show_error(f"{event.get('message')}: drag {os.path.basename(str(event.get('path')))} "
+                            "from the list")
+
+    def _add_bridge_clip(self, event: dict) -> None:
+        job_id = str(event.get("job_id") or "bridge")
+        row = self.jobs_model.job(job_id)
+        request = dict(row.request) if row is not None else {}
+        index = sum(1 for item in self.results_model.items() if item.job_id == job_id)
+        path = str(event["path"])
+
+        def done(peaks_info) -> None:
+            peaks, duration, rate = peaks_info
+            self.results_model.add(ResultItem(job_id=job_id, index=index, seed=event.get("seed"), path=path,
+                                              duration=duration, sample_rate=rate, request=request, peaks=peaks,
+                                              position_s=event.get("position_s")))
+        self.runner.run(lambda: read_peaks(path), done,
+                        lambda exc: self.show_error(f"Cannot read clip {path}: {describe_error(exc)}"))
+        self.statusBar().showMessage(f"Clip {os.path.basename(path)}: {event.get('message') or 'ready'}", 10000)
 
     def _poll_bridge(self) -> None:
         if self.bridge is None:

@@ -22,6 +22,7 @@ class ResultItem:
     request: dict = field(default_factory=dict)
     peaks: np.ndarray | None = None           # [columns, 2] min/max in -1..1, see waveform.compute_peaks
     region: tuple[float, float] | None = None  # seconds inside the file that were (re)generated
+    position_s: float | None = None  # project time the file belongs at (bridge clips), if known
 
     @property
     def task(self) -> str:

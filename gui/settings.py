@@ -38,11 +38,13 @@ class Settings:
     engine_url: str = DEFAULT_ENGINE_URL
     engine_token: str = ""
     checkpoints: str = ""  # for the engine the launcher starts; "" = the engine's default
-    osc_listen_port: int = 9000   # the bridge listens here for host feedback and /acecomp commands
-    osc_send_port: int = 8000     # REAPER's OSC control port (AbletonOSC uses its own 11000)
-    host: str = "auto"            # reaper | ableton | midi | auto
-    midi_in_port: str = ""
-    midi_out_port: str = ""
+    host: str = "auto"              # which DAW the bridge talks to: auto | reaper | ableton | midi
+    osc_command_port: int = 9110    # the bridge's /acecomp/... command port
+    reaper_listen_port: int = 9000  # REAPER's OSC feedback arrives here
+    reaper_send_port: int = 8000    # REAPER's OSC control port
+    ableton_send_port: int = 11000  # AbletonOSC listens here
+    ableton_listen_port: int = 11001  # AbletonOSC replies here
+    midi_in_port: str = ""          # MIDI clock / trigger input; "" = none
     output_dir: str = str(default_output_dir())
     audio_device: str = ""        # sounddevice output name; "" = the system default
     window_geometry: str = ""     # hex of QWidget.saveGeometry()

@@ -9,6 +9,15 @@ from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
 
 from gui.settings import Settings
 
+HOST_CHOICES = ("auto", "reaper", "ableton", "midi")
+PORT_FIELDS = (  # Settings field, label; the bridge needs a restart to use new ports
+    ("osc_command_port", "Bridge command port (OSC)"),
+    ("reaper_listen_port", "REAPER feedback port"),
+    ("reaper_send_port", "REAPER control port"),
+    ("ableton_send_port", "AbletonOSC port"),
+    ("ableton_listen_port", "AbletonOSC reply port"),
+)
+
 
 class SettingsDialog(QDialog):
     def __init__(self, settings: Settings, audio_devices: list[str], midi_ports: list[str] | None = None,
@@ -21,13 +30,11 @@ class SettingsDialog(QDialog):
         self.engine_token = QLineEdit(settings.engine_token)
         self.engine_token.setEchoMode(QLineEdit.EchoMode.Password)
         self.engine_token.setPlaceholderText("only for an engine started with --token")
-        self.osc_listen = _port(settings.osc_listen_port)
-        self.osc_send = _port(settings.osc_send_port)
+        self.ports = {name: _port(getattr(settings, name)) for name, _ in PORT_FIELDS}
         self.host = QComboBox()
-        self.host.addItems(["auto", "reaper", "ableton", "midi"])
+        self.host.addItems(list(HOST_CHOICES))
         self.host.setCurrentText(settings.host)
         self.midi_in = _editable_combo(midi_ports or [], settings.midi_in_port)
-        self.midi_out = _editable_combo(midi_ports or [], settings.midi_out_port)
         self.output_dir = QLineEdit(settings.output_dir)
         browse = QToolButton()
         browse.setText("…")
@@ -47,10 +54,9 @@ class SettingsDialog(QDialog):
         form.addRow("Engine URL", self.engine_url)
         form.addRow("Engine token", self.engine_token)
         form.addRow("DAW", self.host)
-        form.addRow("OSC listen port", self.osc_listen)
-        form.addRow("OSC send port", self.osc_send)
+        for name, title in PORT_FIELDS:
+            form.addRow(title, self.ports[name])
         form.addRow("MIDI in", self.midi_in)
-        form.addRow("MIDI out", self.midi_out)
         form.addRow("Output folder", output)
         form.addRow("Audio output", self.audio_device)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -70,12 +76,10 @@ class SettingsDialog(QDialog):
             engine_url=self.engine_url.text().strip() or self._original.engine_url,
             engine_token=self.engine_token.text().strip(),
             host=self.host.currentText(),
-            osc_listen_port=self.osc_listen.value(),
-            osc_send_port=self.osc_send.value(),
             midi_in_port=self.midi_in.currentText().strip(),
-            midi_out_port=self.midi_out.currentText().strip(),
             output_dir=self.output_dir.text().strip() or self._original.output_dir,
             audio_device="" if device == "system default" else device,
+            **{name: spin.value() for name, spin in self.ports.items()},
         )
 
 

@@ -19,7 +19,7 @@ from tests.gui_helpers import qt_app
 # ------------------------------------------------------------------ settings
 def test_settings_round_trip_through_the_json_file(tmp_path):
     path = tmp_path / "cfg" / "gui.json"
-    original = Settings(engine_url="http://10.0.0.2:9000", engine_token="s3cret", osc_listen_port=9100,
+    original = Settings(engine_url="http://10.0.0.2:9000", engine_token="s3cret", osc_command_port=9100,
                         midi_in_port="IAC Bus 1", output_dir=str(tmp_path / "out"), audio_device="Speakers")
     save_settings(original, path)
     assert load_settings(path) == original
@@ -31,9 +31,9 @@ def test_settings_missing_or_broken_file_gives_defaults_and_wrong_types_are_igno
     broken.write_text("{not json", encoding="utf-8")
     assert load_settings(broken) == Settings()
     typed = tmp_path / "typed.json"
-    typed.write_text(json.dumps({"osc_listen_port": "ninety", "engine_url": "http://x:1", "extra": 1}))
+    typed.write_text(json.dumps({"osc_command_port": "ninety", "engine_url": "http://x:1", "extra": 1}))
     loaded = load_settings(typed)
-    assert loaded.osc_listen_port == Settings().osc_listen_port
+    assert loaded.osc_command_port == Settings().osc_command_port
     assert loaded.engine_url == "http://x:1"
 
 

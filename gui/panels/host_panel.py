@@ -226,6 +226,10 @@ class HostPanel(QGroupBox):
         return HostValues(bpm=self.tempo_spin.value(), timesignature=meter.partition("/")[0],
                           keyscale=self.key_combo.currentText(), selection=self.selection())
 
+    def position_s(self) -> float | None:
+        value = snapshot_value(self.snapshot, ("position_s",))
+        return float(value) if isinstance(value, (int, float)) else None
+
     def selection(self) -> tuple[float, float] | None:
         return selection_seconds(snapshot_value(self.snapshot, _SELECTION_KEYS), self.snapshot)
 
