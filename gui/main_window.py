@@ -22,7 +22,7 @@ from gui.panels.host_panel import HostPanel
 from gui.panels.jobs_panel import JobsPanel
 from gui.panels.prompt_panel import ACTION_SHORTCUTS, PromptPanel
 from gui.panels.results_panel import ResultsPanel
-from gui.request_builder import build_request, prompt_fields
+from gui.request_builder import bridge_overrides, build_request
 from gui.results_model import ResultItem, ResultsModel, region_of
 from gui.settings import Settings, save_settings
 from gui.tasks import TaskRunner, describe_error
@@ -171,7 +171,7 @@ class MainWindow(QMainWindow):
         autogen = self.jobs_panel.autogen.isChecked()
         try:
             if self._use_bridge(values):
-                overrides = {k: v for k, v in prompt_fields(action, values, host).items() if v is not None}
+                overrides = bridge_overrides(action, values, host, self.host_panel.following())
                 self.runner.run(lambda: self.bridge.run_action(action, overrides),
                                 lambda job_id: self._on_bridge_job(job_id, action, overrides),
                                 lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))

@@ -156,6 +156,24 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
     return fields
 
 
+# request field, LM constraint name, HostValues follow flag
+_HOST_METAS = (("bpm", "bpm", "tempo"), ("keyscale", "keyscale", "key"), ("timesignature", "timesignature", "meter"))
+
+
+def bridge_overrides(action: str, values: PromptValues, host: HostValues,
+                     following: dict[str, bool]) -> dict[str, Any]:
+    """Fields for `BridgeApp.run_action`: the bridge supplies source, region, duration and the metas
+    it reads from the host (tempo-map exact), so a meta is passed only when overridden by hand or
+    changed by the LM mode; `following` says which of tempo / key / meter follow the host."""
+    fields = prompt_fields(action, values, host)
+    for request_field, lm_name, follow_key in _HOST_METAS:
+        if following.get(follow_key, True) and values.lm_modes.get(lm_name, "known") == "known":
+            fields.pop(request_field, None)
+    if values.duration <= 0 and values.lm_modes.get("duration", "known") == "known":
+        fields.pop("duration", None)
+    return fields
+
+
 def build_request(action: str, values: PromptValues, host: HostValues,
                   source_duration_s: float | None = None) -> GenerationRequest:
     """A validated request for the engine directly (no DAW render): source tasks use `values.src_audio`.

@@ -66,7 +66,12 @@ class StandInPipeline:
             if progress is not None:
                 progress(ProgressEvent("diffusion", step, steps))
         rate = 48000
-        length = int(rate * (request.duration if request.has_duration() else 2.0))
+        seconds = request.duration if request.has_duration() else 2.0
+        if request.src_audio:  # source tasks keep the source's length (repaint may outpaint past it)
+            import soundfile as sf
+            info = sf.info(request.src_audio)
+            seconds = max(info.frames / info.samplerate, request.repainting_end)
+        length = int(rate * seconds)
         seeds = request.item_seeds() or [int(np.random.randint(0, 2 ** 31)) for _ in range(request.batch_size)]
         tone = 0.3 * np.sin(np.arange(length) * 2 * np.pi * 220 / rate).astype(np.float32)
         audio = [np.stack([tone, tone]) for _ in seeds]
@@ -121,3 +126,34 @@ class InProcessEngine:
         if self.service is not None:
             self.service.stop()
             self.service = None
+
+
+class FakeDaw:
+    """A DAW adapter for `BridgeApp` (HostAdapter contract): renders noise, records inserts."""
+
+    name = "reaper"
+    can_render = True
+    can_insert = True
+
+    def __init__(self):
+        self.inserts: list[dict] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict:
+        return {"connected": True, "last_seen": time.time()}
+
+    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0) -> str:
+        import soundfile as sf
+        rate = 44100
+        frames = int(round((end_s - start_s) * rate))
+        noise = np.random.default_rng(0).uniform(-0.3, 0.3, size=(frames, 2)).astype(np.float32)
+        sf.write(dest_path, noise, rate)
+        return dest_path
+
+    def insert(self, path: str, position_s: float, **options) -> None:
+        self.inserts.append({"path": path, "position_s": position_s, **options})

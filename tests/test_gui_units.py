@@ -119,6 +119,19 @@ def test_continue_outpaints_after_the_end_of_the_source(tmp_path):
         build_request("continue", values, HostValues())
 
 
+def test_bridge_gets_only_the_metas_the_musician_overrode():
+    from gui.request_builder import bridge_overrides
+    host = HostValues(bpm=100.0, keyscale="A minor", timesignature="3", selection=(0.0, 8.0))
+    following = {"tempo": True, "key": False, "meter": True}
+    values = PromptValues(caption="x", lm_modes={"timesignature": "free"})
+    fields = bridge_overrides("repaint", values, host, following)
+    assert "bpm" not in fields and "duration" not in fields   # the bridge reads these from the host
+    assert fields["keyscale"] == "A minor"                     # overridden by hand
+    assert fields["timesignature"] == ""                       # the LM decides
+    assert fields["caption"] == "x"
+    assert bridge_overrides("generate", PromptValues(duration=12.0), host, following)["duration"] == 12.0
+
+
 def test_bridge_overrides_leave_source_and_region_to_the_bridge():
     fields = prompt_fields("stems", PromptValues(caption="x", track_name="bass"), HostValues(bpm=100.0))
     assert fields["track_name"] == "bass" and fields["bpm"] == 100

@@ -170,3 +170,47 @@ def test_autogen_keeps_making_variants_until_switched_off(window):
     wait_for(lambda: False, 1.5)
     assert len(window.results_model.items()) == settled  # nothing new after AutoGen is off
     assert not window.jobs_model.active_jobs()
+
+
+def test_repaint_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(engine, tmp_path):
+    qt_app()
+    from bridge.app import BridgeApp
+    from bridge.config import BridgeConfig
+    from engine.client import EngineClient
+    from gui.engine_process import free_port
+    from gui.main_window import MainWindow
+    from tests.gui_helpers import FakeDaw
+
+    daw = FakeDaw()
+    output = tmp_path / "clips"
+    config = BridgeConfig(engine_url=engine.url, host="none", osc_port=free_port(), output_dir=str(output))
+    bridge = BridgeApp(config, EngineClient(engine.url), adapters={"reaper": daw})
+    bridge.start()
+    settings = Settings(engine_url=engine.url, output_dir=str(output))
+    win = MainWindow(settings, EngineClient(engine.url), bridge=bridge, settings_path=tmp_path / "gui.json",
+                     poll_ms=300)
+    try:
+        win.show()
+        # the DAW reports its session: the panel follows
+        bridge.host_state.update("reaper", tempo=120.0, meter=(4, 4), key="D minor", region_s=(4.0, 8.0),
+                                 project_name="song", sample_rate=44100)
+        assert wait_for(lambda: win.host_panel.values().selection == (4.0, 8.0)
+                        and win.host_panel.adapter_connected("reaper") and win.link.connected, 20)
+        assert win.host_panel.selection_label.text().startswith("3.1 – 5.1")
+
+        win.prompt_panel.caption.setPlainText("bridge repaint")
+        win.prompt_panel.task_buttons["repaint"].click()
+        assert wait_for(lambda: win.results_model.rowCount() == 1, 120), win.statusBar().currentMessage()
+        clip = win.results_model.item(0)
+        assert clip.path.startswith(str(output)) and clip.position_s == pytest.approx(4.0)
+        assert clip.duration == pytest.approx(4.0, abs=0.01) and clip.sample_rate == 44100
+        assert clip.request.get("caption") == "bridge repaint"
+        assert daw.inserts and daw.inserts[0]["position_s"] == pytest.approx(4.0)
+
+        win.results_panel.list.setCurrentIndex(win.results_model.index(0))
+        win.results_panel.insert_button.click()
+        assert wait_for(lambda: len(daw.inserts) == 2, 20)
+        assert daw.inserts[1]["path"] == clip.path and daw.inserts[1]["position_s"] == pytest.approx(4.0)
+    finally:
+        win.close()
+        bridge.stop()

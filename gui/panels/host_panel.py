@@ -226,6 +226,11 @@ class HostPanel(QGroupBox):
         return HostValues(bpm=self.tempo_spin.value(), timesignature=meter.partition("/")[0],
                           keyscale=self.key_combo.currentText(), selection=self.selection())
 
+    def following(self) -> dict[str, bool]:
+        """Which values follow the host (the rest are manual overrides)."""
+        return {"tempo": self.tempo.follow.isChecked(), "meter": self.meter.follow.isChecked(),
+                "key": self.key.follow.isChecked()}
+
     def position_s(self) -> float | None:
         value = snapshot_value(self.snapshot, ("position_s",))
         return float(value) if isinstance(value, (int, float)) else None
