@@ -22,7 +22,7 @@ from gui.panels.host_panel import HostPanel
 from gui.panels.jobs_panel import JobsPanel
 from gui.panels.prompt_panel import ACTION_SHORTCUTS, PromptPanel
 from gui.panels.results_panel import ResultsPanel
-from gui.request_builder import bridge_overrides, build_request
+from gui.request_builder import bridge_overrides, build_requests
 from gui.results_model import ResultItem, ResultsModel, region_of
 from gui.settings import Settings, save_settings
 from gui.tasks import TaskRunner, describe_error
@@ -178,12 +178,13 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(f"{action}: asking the DAW for the selection…")
                 return
             source_length = _audio_length(values.src_audio) if action == "continue" and values.src_audio else None
-            request = build_request(action, values, host, source_duration_s=source_length)
+            requests = build_requests(action, values, host, source_duration_s=source_length)
         except (RequestError, OSError, RuntimeError) as exc:
             self.show_error(f"{action}: {exc}")
             return
-        self.link.submit(request.to_dict(), autogen=autogen, on_submitted=self._on_submitted,
-                         on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+        for request in requests:
+            self.link.submit(request.to_dict(), autogen=autogen, on_submitted=self._on_submitted,
+                             on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
 
     def _on_submitted(self, job_id: str) -> None:
         self.last_job_id = job_id

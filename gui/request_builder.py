@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ ACTION_TASKS = {
     "repaint": "repaint",
     "continue": "repaint",   # outpainting past the end of the source
     "cover": "cover",
-    "stems": "lego",         # a new stem for the chosen track, fitted to the source
+    "stems": "extract",      # one extract job per chosen stem (each lands on its own track)
     "extract": "extract",    # pull the chosen track out of the source mix
 }
 CONTINUE_DEFAULT_S = 10.0
@@ -65,7 +66,8 @@ class PromptValues:
     src_audio: str = ""            # a file to work on when no DAW provides one
     reference_audio: str = ""
     region: tuple[float, float] | None = None  # repaint region inside src_audio (s) when no selection
-    track_name: str = "drums"
+    track_name: str = "vocals"                 # for Extract
+    stems: tuple[str, ...] = ("drums", "bass", "vocals")  # for Stems
     thinking: bool = False         # use the 5 Hz LM planner
     lm_modes: dict[str, str] = field(default_factory=dict)       # field -> known | free | candidates
     lm_candidates: dict[str, str] = field(default_factory=dict)  # field -> text typed by the user
@@ -151,7 +153,7 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
         fields["dit"] = values.dit
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
-    if action in ("stems", "extract"):
+    if action == "extract":
         fields["track_name"] = values.track_name
     return fields
 
@@ -171,7 +173,19 @@ def bridge_overrides(action: str, values: PromptValues, host: HostValues,
             fields.pop(request_field, None)
     if values.duration <= 0 and values.lm_modes.get("duration", "known") == "known":
         fields.pop("duration", None)
+    if action == "stems":
+        fields["stems"] = list(values.stems)  # a bridge key: one extract job per stem
     return fields
+
+
+def build_requests(action: str, values: PromptValues, host: HostValues,
+                   source_duration_s: float | None = None) -> list[GenerationRequest]:
+    """The engine requests for one task button: one each, except Stems (one per chosen stem)."""
+    if action != "stems":
+        return [build_request(action, values, host, source_duration_s)]
+    if not values.stems:
+        raise RequestError("track_name", "Stems needs at least one stem ticked")
+    return [build_request("extract", dataclasses.replace(values, track_name=stem), host) for stem in values.stems]
 
 
 def build_request(action: str, values: PromptValues, host: HostValues,
@@ -180,6 +194,8 @@ def build_request(action: str, values: PromptValues, host: HostValues,
 
     `source_duration_s` is the length of `src_audio`, needed by "continue". Raises `RequestError`.
     """
+    if action == "stems":
+        raise RequestError("action", "Stems makes several requests: use build_requests")
     fields = prompt_fields(action, values, host)
     fields["task_type"] = ACTION_TASKS[action]
     if action != "generate":

@@ -105,8 +105,11 @@ def test_source_tasks_need_a_source_and_repaint_needs_a_region(tmp_path):
         build_request("repaint", PromptValues(src_audio=source), HostValues())
     repaint = build_request("repaint", PromptValues(src_audio=source), HostValues(selection=(4.0, 12.0)))
     assert (repaint.task_type, repaint.repainting_start, repaint.repainting_end) == ("repaint", 4.0, 12.0)
-    stems = build_request("stems", PromptValues(src_audio=source, track_name="guitar"), HostValues())
-    assert (stems.task_type, stems.track_name) == ("lego", "guitar")
+    from gui.request_builder import build_requests
+    stems = build_requests("stems", PromptValues(src_audio=source, stems=("guitar", "bass")), HostValues())
+    assert [(r.task_type, r.track_name) for r in stems] == [("extract", "guitar"), ("extract", "bass")]
+    with pytest.raises(RequestError, match="at least one stem"):
+        build_requests("stems", PromptValues(src_audio=source, stems=()), HostValues())
     extract = build_request("extract", PromptValues(src_audio=source, track_name="vocals"), HostValues())
     assert (extract.task_type, extract.track_name) == ("extract", "vocals")
 
@@ -130,10 +133,12 @@ def test_bridge_gets_only_the_metas_the_musician_overrode():
     assert fields["timesignature"] == ""                       # the LM decides
     assert fields["caption"] == "x"
     assert bridge_overrides("generate", PromptValues(duration=12.0), host, following)["duration"] == 12.0
+    stems = bridge_overrides("stems", PromptValues(stems=("drums", "piano")), host, following)
+    assert stems["stems"] == ["drums", "piano"] and "track_name" not in stems
 
 
 def test_bridge_overrides_leave_source_and_region_to_the_bridge():
-    fields = prompt_fields("stems", PromptValues(caption="x", track_name="bass"), HostValues(bpm=100.0))
+    fields = prompt_fields("extract", PromptValues(caption="x", track_name="bass"), HostValues(bpm=100.0))
     assert fields["track_name"] == "bass" and fields["bpm"] == 100
     assert "src_audio" not in fields and "repainting_start" not in fields and "task_type" not in fields
     with pytest.raises(RequestError, match="action"):

@@ -6,8 +6,9 @@ import random
 from typing import Any
 
 from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
-                             QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
+                             QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QPlainTextEdit, QPushButton,
                              QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from engine.request import MAX_BATCH_SIZE, REPAINT_MODES, TRACK_NAMES
@@ -20,6 +21,7 @@ LANGUAGES = ("unknown", "en", "zh", "ja", "ko", "es", "fr", "de", "it", "pt", "r
 DIT_CHOICES = ("acestep-v15-turbo", "acestep-v15-turbo-shift1", "acestep-v15-turbo-shift3",
                "acestep-v15-turbo-continuous", "acestep-v15-sft", "acestep-v15-base")
 LM_CHOICES = ("none", "0.6B", "1.7B", "4B")
+DEFAULT_STEMS = ("drums", "bass", "vocals")
 ACTION_LABELS = {
     "generate": "Generate",
     "repaint": "Repaint selection",
@@ -243,12 +245,25 @@ class PromptPanel(QWidget):
             button.clicked.connect(lambda _=False, a=action: self.action_requested.emit(a))
             grid.addWidget(button, n // 3, n % 3)
             self.task_buttons[action] = button
+        self.stems_button = QToolButton()
+        self.stems_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.stems_button.setToolTip("Stems: one new track per ticked stem, split from the selection")
+        menu = QMenu(self.stems_button)
+        self.stem_actions: dict[str, QAction] = {}
+        for name in TRACK_NAMES:
+            action = menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(name in DEFAULT_STEMS)
+            action.toggled.connect(self._show_stems)
+            self.stem_actions[name] = action
+        self.stems_button.setMenu(menu)
+        self._show_stems()
         self.track = QComboBox()
         self.track.addItems(TRACK_NAMES)
-        self.track.setCurrentText("drums")
-        self.track.setToolTip("Track for Stems (generate this stem) and Extract (pull it out of the mix)")
-        grid.addWidget(QLabel("Track"), 2, 0)
-        grid.addWidget(self.track, 2, 1, 1, 2)
+        self.track.setCurrentText("vocals")
+        self.track.setToolTip("Extract: the track to pull out of the mix")
+        grid.addWidget(self.stems_button, 2, 1)
+        grid.addWidget(self.track, 2, 2)
         return box
 
     # --------------------------------------------------------------- values
@@ -283,6 +298,7 @@ class PromptPanel(QWidget):
             reference_audio=self.reference.text(),
             region=region,
             track_name=self.track.currentText(),
+            stems=self.stems(),
             thinking=self.thinking.isChecked(),
             lm_modes=modes,
             lm_candidates=texts,
@@ -321,6 +337,17 @@ class PromptPanel(QWidget):
         self.dit_combo.clear()
         self.dit_combo.addItems(names or list(DIT_CHOICES))
         self.dit_combo.setCurrentText(current)
+
+    def stems(self) -> tuple[str, ...]:
+        return tuple(name for name, action in self.stem_actions.items() if action.isChecked())
+
+    def set_stems(self, names) -> None:
+        for name, action in self.stem_actions.items():
+            action.setChecked(name in names)
+
+    def _show_stems(self, *_) -> None:
+        chosen = self.stems()
+        self.stems_button.setText(f"Stems: {', '.join(chosen) if chosen else 'none'} ▾")
 
     def _request_load(self) -> None:
         lm = self.lm_combo.currentText()
