@@ -1,0 +1,96 @@
+"""The ACE-Step 1.5 audio VAE (diffusers `AutoencoderOobleck`): 48 kHz stereo <-> 25 Hz x 64 latents.
+
+`encode` returns the posterior mean (deterministic; upstream samples). Both directions can be
+tiled so long audio fits in memory: encode windows of `encode_chunk_s` seconds with
+`encode_overlap_s` of context each side, decode windows of 256 frames with 64 frames of context
+each side; only the core of each window is kept (overlap-discard), so tiles never blend.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.checkpoints import validate_folder
+from engine.types import CheckpointError
+
+SAMPLE_RATE = 48000
+HOP = 1920  # samples per latent frame
+LATENT_CHANNELS = 64
+
+
+class VAE:
+    def __init__(self, model, device, dtype):
+        self.model = model
+        self.device = torch.device(device)
+        self.dtype = dtype
+        # Upstream's CPU / small-GPU policy is 15 s windows; larger GPUs use 30 s.
+        self.encode_chunk_s = 30.0 if self.device.type == "cuda" else 15.0
+        self.encode_overlap_s = 2.0
+        self.decode_chunk_frames = 256
+        self.decode_overlap_frames = 64
+
+    @classmethod
+    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "VAE":
+        from diffusers import AutoencoderOobleck
+
+        folder = validate_folder(path, "vae")
+        try:
+            # The published file is bf16; load upcast to fp32, then move to the run dtype.
+            model = AutoencoderOobleck.from_pretrained(str(folder), torch_dtype=torch.float32)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{folder}: cannot load the VAE ({str(exc).splitlines()[0]})") from None
+        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return cls(model, device, dtype)
+
+    # ------------------------------------------------------------------ encode
+    @torch.no_grad()
+    def encode(self, wave: torch.Tensor, tiled: bool = True) -> torch.Tensor:
+        """wave [B, 2, N] in [-1, 1] -> latents [B, N // 1920, 64] (posterior mean), float32."""
+        wave = wave.to(device=self.device, dtype=self.dtype)
+        total = wave.shape[-1]
+        chunk = int(self.encode_chunk_s * SAMPLE_RATE)
+        if not tiled or total <= chunk:
+            return self._encode_once(wave)
+        overlap = int(self.encode_overlap_s * SAMPLE_RATE)
+        overlap_frames = overlap // HOP
+        core = chunk - 2 * overlap  # samples kept per window (a multiple of HOP)
+        frames_total = total // HOP
+        pieces, start = [], 0
+        while start < total:
+            lo = max(0, start - overlap)
+            hi = min(total, start + core + overlap)
+            latents = self._encode_once(wave[..., lo:hi])
+            skip = (start - lo) // HOP
+            keep = min(core // HOP, frames_total - start // HOP)
+            pieces.append(latents[:, skip:skip + keep])
+            start += core
+        del overlap_frames
+        return torch.cat(pieces, dim=1)[:, :frames_total]
+
+    def _encode_once(self, wave: torch.Tensor) -> torch.Tensor:
+        mean = self.model.encode(wave).latent_dist.mean  # [B, 64, T]
+        return mean.transpose(1, 2).float()
+
+    # ------------------------------------------------------------------ decode
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, tiled: bool = True) -> torch.Tensor:
+        """latents [B, T, 64] -> wave [B, 2, T * 1920], float32."""
+        latents = latents.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # [B, 64, T]
+        frames = latents.shape[-1]
+        chunk, overlap = self.decode_chunk_frames, self.decode_overlap_frames
+        if not tiled or frames <= chunk:
+            return self._decode_once(latents)
+        core = chunk - 2 * overlap
+        pieces, start = [], 0
+        while start < frames:
+            lo = max(0, start - overlap)
+            hi = min(frames, start + core + overlap)
+            wave = self._decode_once(latents[..., lo:hi])
+            skip = (start - lo) * HOP
+            keep = (min(start + core, frames) - start) * HOP
+            pieces.append(wave[..., skip:skip + keep])
+            start += core
+        return torch.cat(pieces, dim=-1)
+
+    def _decode_once(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(latents).sample.float()
