@@ -43,7 +43,7 @@ def _states_seen(win) -> list[dict]:
 def test_generate_from_the_window_shows_progress_then_results(window, tmp_path):
     seen = _states_seen(window)
     window.prompt_panel.caption.setPlainText("short test clip")
-    window.prompt_panel.duration.setValue(2.0)
+    window.prompt_panel.duration.setValue(6.0)  # the engine makes at least 5.12 s (128 latent frames)
     window.prompt_panel.batch.setValue(2)
     window.prompt_panel.task_buttons["generate"].click()
 
@@ -59,7 +59,7 @@ def test_generate_from_the_window_shows_progress_then_results(window, tmp_path):
     for item in window.results_model.items():
         assert os.path.dirname(item.path) == str(tmp_path / "output")
         assert os.path.getsize(item.path) > 1000
-        assert item.duration == pytest.approx(2.0, abs=0.05)
+        assert item.duration == pytest.approx(6.0, abs=0.05)
         assert item.peaks is not None and item.peaks.shape[1] == 2 and np.abs(item.peaks).max() > 0
         assert item.request["caption"] == "short test clip"
     assert len({item.seed for item in window.results_model.items()}) == 2
@@ -172,7 +172,7 @@ def test_autogen_keeps_making_variants_until_switched_off(window):
     assert not window.jobs_model.active_jobs()
 
 
-def test_repaint_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(engine, tmp_path):
+def test_a_task_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(engine, tmp_path):
     qt_app()
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
@@ -198,13 +198,13 @@ def test_repaint_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(
                         and win.host_panel.adapter_connected("reaper") and win.link.connected, 20)
         assert win.host_panel.selection_label.text().startswith("3.1 – 5.1")
 
-        win.prompt_panel.caption.setPlainText("bridge repaint")
-        win.prompt_panel.task_buttons["repaint"].click()
+        win.prompt_panel.caption.setPlainText("bridge take")
+        win.prompt_panel.task_buttons["generate"].click()  # with a DAW connected this goes through the bridge
         assert wait_for(lambda: win.results_model.rowCount() == 1, 120), win.statusBar().currentMessage()
         clip = win.results_model.item(0)
         assert clip.path.startswith(str(output)) and clip.position_s == pytest.approx(4.0)
         assert clip.duration == pytest.approx(4.0, abs=0.01) and clip.sample_rate == 44100
-        assert clip.request.get("caption") == "bridge repaint"
+        assert clip.request.get("caption") == "bridge take"
         assert daw.inserts and daw.inserts[0]["position_s"] == pytest.approx(4.0)
 
         win.results_panel.list.setCurrentIndex(win.results_model.index(0))
