@@ -260,3 +260,47 @@ def test_the_gui_package_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_settings_dialog_returns_the_edited_values():
+    qt_app()
+    from gui.settings_dialog import SettingsDialog
+    dialog = SettingsDialog(Settings(), audio_devices=["Speakers", "Headphones"])
+    dialog.engine_url.setText("http://studio:8765")
+    dialog.engine_token.setText("tok")
+    dialog.ports["reaper_listen_port"].setValue(9500)
+    dialog.audio_device.setCurrentText("Headphones")
+    dialog.host.setCurrentText("ableton")
+    result = dialog.result_settings()
+    assert (result.engine_url, result.engine_token, result.reaper_listen_port, result.audio_device, result.host) \
+        == ("http://studio:8765", "tok", 9500, "Headphones", "ableton")
+    dialog.audio_device.setCurrentText("system default")
+    dialog.engine_url.setText("  ")
+    result = dialog.result_settings()
+    assert result.audio_device == "" and result.engine_url == Settings().engine_url
+
+
+def test_recall_puts_a_variant_back_into_the_form_with_its_seed_locked():
+    qt_app()
+    from gui.panels.prompt_panel import PromptPanel
+    panel = PromptPanel()
+    panel.recall({"caption": "warm pads", "lyrics": "[Verse]\nla", "vocal_language": "de", "inference_steps": 12,
+                  "shift": 2.5, "guidance_scale": 5.0, "repaint_mode": "aggressive", "track_name": "bass"},
+                 seed=1234)
+    values = panel.values()
+    assert (values.caption, values.lyrics, values.vocal_language, values.inference_steps, values.shift) == \
+        ("warm pads", "[Verse]\nla", "de", 12, 2.5)
+    assert values.seed == 1234 and values.repaint_mode == "aggressive" and values.track_name == "bass"
+    panel.seed_lock.setChecked(False)
+    assert panel.values().seed is None
+
+
+def test_structure_tags_go_on_their_own_line_and_replace_the_instrumental_placeholder():
+    qt_app()
+    from gui.panels.prompt_panel import PromptPanel
+    panel = PromptPanel()
+    panel.insert_tag("[Verse]")
+    assert panel.lyrics.toPlainText() == "[Verse]\n"
+    panel.lyrics.insertPlainText("words")
+    panel.insert_tag("[Chorus]")
+    assert panel.lyrics.toPlainText() == "[Verse]\nwords\n[Chorus]\n"
