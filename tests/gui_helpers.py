@@ -128,32 +128,30 @@ class InProcessEngine:
             self.service = None
 
 
-class FakeDaw:
-    """A DAW adapter for `BridgeApp` (HostAdapter contract): renders noise, records inserts."""
+def make_fake_daw():
+    """A connected DAW adapter for `BridgeApp`: renders noise, records inserts (no real host)."""
+    from bridge.adapters import HostAdapter
 
-    name = "reaper"
-    can_render = True
-    can_insert = True
+    class FakeDaw(HostAdapter):
+        name = "reaper"
+        can_render = True
+        can_insert = True
+        connected_within_s = 3600.0
 
-    def __init__(self):
-        self.inserts: list[dict] = []
+        def __init__(self):
+            super().__init__()
+            self.inserts: list[dict] = []
+            self.seen()
 
-    def start(self) -> None:
-        pass
+        def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0) -> str:
+            import soundfile as sf
+            rate = 44100
+            frames = int(round((end_s - start_s) * rate))
+            noise = np.random.default_rng(0).uniform(-0.3, 0.3, size=(frames, 2)).astype(np.float32)
+            sf.write(dest_path, noise, rate)
+            return dest_path
 
-    def stop(self) -> None:
-        pass
+        def insert(self, path: str, position_s: float, **options) -> None:
+            self.inserts.append({"path": path, "position_s": position_s, **options})
 
-    def status(self) -> dict:
-        return {"connected": True, "last_seen": time.time()}
-
-    def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0) -> str:
-        import soundfile as sf
-        rate = 44100
-        frames = int(round((end_s - start_s) * rate))
-        noise = np.random.default_rng(0).uniform(-0.3, 0.3, size=(frames, 2)).astype(np.float32)
-        sf.write(dest_path, noise, rate)
-        return dest_path
-
-    def insert(self, path: str, position_s: float, **options) -> None:
-        self.inserts.append({"path": path, "position_s": position_s, **options})
+    return FakeDaw()

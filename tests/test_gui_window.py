@@ -179,9 +179,9 @@ def test_a_task_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(e
     from engine.client import EngineClient
     from gui.engine_process import free_port
     from gui.main_window import MainWindow
-    from tests.gui_helpers import FakeDaw
+    from tests.gui_helpers import make_fake_daw
 
-    daw = FakeDaw()
+    daw = make_fake_daw()
     output = tmp_path / "clips"
     config = BridgeConfig(engine_url=engine.url, host="none", osc_port=free_port(), output_dir=str(output))
     bridge = BridgeApp(config, EngineClient(engine.url), adapters={"reaper": daw})
