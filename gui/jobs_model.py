@@ -36,6 +36,7 @@ class JobRow:
     message: str = ""
     error: str | None = None
     autogen: bool = False
+    queue_position: int | None = None
     results: list[dict] = field(default_factory=list)
     request: dict = field(default_factory=dict)
 
@@ -54,7 +55,7 @@ class JobRow:
 
     def progress_text(self) -> str:
         if self.state == "queued":
-            return "waiting"
+            return f"waiting (#{self.queue_position} in line)" if self.queue_position else "waiting"
         if self.state == "running":
             words = STAGE_WORDS.get(self.stage, self.stage or "starting")
             return f"{words} {self.step}/{self.total}" if self.total > 0 else words
@@ -83,6 +84,9 @@ class JobRow:
             self.message = progress.get("message") or self.message
         if "error" in job:
             self.error = job.get("error")
+        position = job.get("queue_position")
+        # the engine counts from 1 (the running job included); 0 = not waiting
+        self.queue_position = position if isinstance(position, int) and position > 0 else None
         if "autogen" in job:
             self.autogen = bool(job.get("autogen"))
         if isinstance(job.get("results"), list) and job["results"]:

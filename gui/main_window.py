@@ -274,6 +274,9 @@ class MainWindow(QMainWindow):
         if isinstance(dits, list) and dits:
             names = [d if isinstance(d, str) else d.get("name") for d in dits]
             self.prompt_panel.set_available_dits([n for n in names if n])
+        lms = models.get("lms")
+        if isinstance(lms, list):
+            self.prompt_panel.set_available_lms([name for name in lms if isinstance(name, str)])
 
     def _on_job(self, job: dict) -> None:
         row = self.jobs_model.update_job(job)

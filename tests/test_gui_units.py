@@ -150,10 +150,11 @@ def test_jobs_model_inserts_updates_and_reports_progress():
     qt_app()
     from gui.jobs_model import PROGRESS_ROLE, JobsModel
     model = JobsModel()
-    model.update_job({"id": "abc123456789", "state": "queued", "request": {"task_type": "cover"}})
+    model.update_job({"id": "abc123456789", "state": "queued", "request": {"task_type": "cover"},
+                      "queue_position": 2})
     assert model.rowCount() == 1
     index = model.index(0, JobsModel.PROGRESS_COLUMN)
-    assert model.data(index) == "waiting" and model.data(index, PROGRESS_ROLE) == 0
+    assert model.data(index) == "waiting (#2 in line)" and model.data(index, PROGRESS_ROLE) == 0
     model.update_job({"id": "abc123456789", "state": "running",
                       "progress": {"stage": "diffusion", "step": 2, "total": 8}})
     assert model.rowCount() == 1

@@ -165,7 +165,8 @@ class HostPanel(QGroupBox):
             if name == "engine" or name not in status:
                 continue
             entry = status[name] or {}
-            self._set_status_label(name, title, bool(entry.get("connected")), entry.get("last_seen"))
+            self._set_status_label(name, title, bool(entry.get("connected")), entry.get("last_seen"),
+                                   str(entry.get("error") or ""))
 
     def set_engine_status(self, connected: bool, detail: str = "") -> None:
         self._set_status_label("engine", "Engine", connected, None, detail)

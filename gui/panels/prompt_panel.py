@@ -349,6 +349,13 @@ class PromptPanel(QWidget):
         chosen = self.stems()
         self.stems_button.setText(f"Stems: {', '.join(chosen) if chosen else 'none'} ▾")
 
+    def set_available_lms(self, folders: list[str]) -> None:
+        """LM sizes plus any LM folders the engine found (e.g. acestep-5Hz-lm-0.6B)."""
+        current = self.lm_combo.currentText()
+        self.lm_combo.clear()
+        self.lm_combo.addItems(list(LM_CHOICES) + [f for f in folders if f not in LM_CHOICES])
+        self.lm_combo.setCurrentText(current)
+
     def _request_load(self) -> None:
         lm = self.lm_combo.currentText()
         self.load_models_requested.emit(self.dit_combo.currentText(), None if lm == "none" else lm)
