@@ -305,3 +305,63 @@ def test_structure_tags_go_on_their_own_line_and_replace_the_instrumental_placeh
     panel.lyrics.insertPlainText("words")
     panel.insert_tag("[Chorus]")
     assert panel.lyrics.toPlainText() == "[Verse]\nwords\n[Chorus]\n"
+
+
+class _FakeSoundDevice:
+    """Stands in for the sounddevice module (no PortAudio here): records play/stop calls."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def query_devices(self):
+        return [{"name": "Mic", "max_output_channels": 0}, {"name": "Speakers", "max_output_channels": 2}]
+
+    def play(self, data, rate, device=None):
+        self.calls.append(("play", data.shape, rate, device))
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+
+def test_ab_audition_switches_variants_at_the_same_position(tmp_path, monkeypatch):
+    qt_app()
+    import soundfile as sf
+
+    import gui.audio as audio
+    from gui.panels.results_panel import ResultsPanel
+    from gui.results_model import ResultItem, ResultsModel
+    from gui.tasks import TaskRunner
+    from tests.gui_helpers import wait_for
+    fake = _FakeSoundDevice()
+    monkeypatch.setattr(audio, "load_sounddevice", lambda: (fake, ""))
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, np.zeros((48000 * 4, 2), dtype=np.float32), 48000)
+        paths.append(str(path))
+    runner = TaskRunner()
+    player = audio.AudioPlayer(runner)
+    assert player.available and player.devices == ["Speakers"]
+    model = ResultsModel()
+    model.add(ResultItem("job", 1, 2, paths[1], 4.0, 48000))
+    model.add(ResultItem("job", 0, 1, paths[0], 4.0, 48000))
+    panel = ResultsPanel(model, player)
+    assert panel.play_button.isEnabled()
+    panel.device.setCurrentText("Speakers")
+
+    panel.list.setCurrentIndex(model.index(0))
+    panel.mark("A")
+    panel.list.setCurrentIndex(model.index(1))
+    panel.mark("B")
+    panel.switch_ab()  # nothing playing: starts A from the top
+    assert wait_for(lambda: player.current == ("job", 0), 5)
+    assert fake.calls[-1] == ("play", (48000 * 4, 2), 48000, "Speakers")
+    player._started_at -= 1.5  # pretend A has played for 1.5 s
+    panel.switch_ab()
+    assert wait_for(lambda: player.current == ("job", 1), 5)
+    frames = fake.calls[-1][1][0]
+    assert 48000 * 4 - frames == pytest.approx(48000 * 1.5, abs=48000 * 0.3)  # B starts about 1.5 s in
+    panel.toggle_play()
+    assert player.current is None
+    assert wait_for(lambda: fake.calls[-1] == ("stop",), 5)
+    runner.close()
