@@ -8,6 +8,8 @@ each side; only the core of each window is kept (overlap-discard), so tiles neve
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from engine.checkpoints import validate_folder
@@ -36,7 +38,10 @@ class VAE:
         folder = validate_folder(path, "vae")
         try:
             # The published file is bf16; load upcast to fp32, then move to the run dtype.
-            model = AutoencoderOobleck.from_pretrained(str(folder), torch_dtype=torch.float32)
+            with warnings.catch_warnings():  # legacy weight_norm keys trigger a FutureWarning
+                warnings.simplefilter("ignore", FutureWarning)
+                model = AutoencoderOobleck.from_pretrained(str(folder), torch_dtype=torch.float32,
+                                                           low_cpu_mem_usage=False)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{folder}: cannot load the VAE ({str(exc).splitlines()[0]})") from None
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -52,7 +57,6 @@ class VAE:
         if not tiled or total <= chunk:
             return self._encode_once(wave)
         overlap = int(self.encode_overlap_s * SAMPLE_RATE)
-        overlap_frames = overlap // HOP
         core = chunk - 2 * overlap  # samples kept per window (a multiple of HOP)
         frames_total = total // HOP
         pieces, start = [], 0
@@ -64,7 +68,6 @@ class VAE:
             keep = min(core // HOP, frames_total - start // HOP)
             pieces.append(latents[:, skip:skip + keep])
             start += core
-        del overlap_frames
         return torch.cat(pieces, dim=1)[:, :frames_total]
 
     def _encode_once(self, wave: torch.Tensor) -> torch.Tensor:
