@@ -171,24 +171,26 @@ class EngineClient:
         Raises `TimeoutError` when `timeout` seconds pass first.
         """
         deadline = time.monotonic() + timeout
+
+        def finished(job: dict) -> bool:
+            if on_progress is not None:
+                on_progress(job)
+            if job.get("state") in FINAL_STATES:
+                return True
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f} s")
+            return False
+
         try:
             for job in self.events(job_id, timeout=max(1.0, timeout)):
-                if on_progress is not None:
-                    on_progress(job)
-                if job.get("state") in FINAL_STATES:
+                if finished(job):
                     return job
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f} s")
         except (EngineUnavailable, httpx.HTTPError):
             pass  # fall through to polling; a real outage shows up there too
         while True:
             job = self.job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.get("state") in FINAL_STATES:
+            if finished(job):
                 return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f} s")
             time.sleep(0.25)
 
 

@@ -106,6 +106,9 @@ def test_corrupt_and_empty_uploads_are_rejected(client, service):
     assert response.status_code == 400 and "empty" in response.json()["detail"]
     # nothing is left behind in the uploads folder
     assert list(service.store.uploads_dir.iterdir()) == []
+    # names cannot escape the uploads folder
+    response = client.post("/v1/files", files={"file": ("../../evil.wav", b"x", "audio/wav")})
+    assert response.status_code == 400 and list(service.store.uploads_dir.iterdir()) == []
 
 
 def test_oversize_upload_is_413(client, service):
@@ -167,6 +170,19 @@ def test_token_required_on_every_route_when_set(service):
         # upstream clients may send the key in the body instead
         assert c.post("/release_task", json={"prompt": "x", "ai_token": "s3cret"}).status_code == 200
         assert c.post("/release_task", json={"prompt": "x", "ai_token": "nope"}).status_code == 401
+
+
+def test_cors_only_for_allowed_origins(service):
+    with TestClient(create_app(service, token="t", allow_origins=["http://localhost:5173"])) as c:
+        preflight = c.options("/release_task", headers={"Origin": "http://localhost:5173",
+                                                        "Access-Control-Request-Method": "POST"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+        other = c.get("/health", headers={"Origin": "http://evil.example", "Authorization": "Bearer t"})
+        assert "access-control-allow-origin" not in other.headers
+    with TestClient(create_app(service)) as c:
+        response = c.get("/health", headers={"Origin": "http://localhost:5173"})
+        assert "access-control-allow-origin" not in response.headers
 
 
 def test_no_token_means_open_on_loopback(client):

@@ -19,30 +19,22 @@ from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from engine import __version__
-from engine.request import GenerationRequest, RequestError
+from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
-from engine.service.store import new_id
+from engine.service.upstream import add_upstream_routes
+from engine.service.http_common import HTTPProblem, check_content_length, save_upload
 from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
 KEEPALIVE_S = 15.0
 # Paths where an upstream client may send its key as `ai_token` in the body instead of a header.
 BODY_TOKEN_PATHS = ("/release_task", "/query_result")
-
-
-class HTTPProblem(Exception):
-    """An error answer: status, message, and the request field it is about (if any)."""
-
-    def __init__(self, status: int, detail: str, field: str | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.field = field
 
 
 # ------------------------------------------------------------------ bodies
@@ -89,7 +81,9 @@ _JOB_OPENAPI = {
 }
 
 
-def create_app(service: EngineService, token: str | None = None) -> FastAPI:
+def create_app(service: EngineService, token: str | None = None,
+               allow_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """The API app. `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS)."""
     app = FastAPI(title="ACE Companion engine", version=__version__,
                   description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
                               "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
@@ -171,7 +165,7 @@ def create_app(service: EngineService, token: str | None = None) -> FastAPI:
     # -------------------------------------------------------------- files
     @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request")
     async def upload_file(request: Request, file: UploadFile = File(...)) -> dict:
-        _check_content_length(request, service.max_upload_bytes)
+        check_content_length(request, service.max_upload_bytes)
         return await save_upload(service, file, "file")
 
     @app.get("/v1/files/{file_id}", summary="Download an uploaded file or a rendered result",
@@ -215,8 +209,10 @@ def create_app(service: EngineService, token: str | None = None) -> FastAPI:
         return StreamingResponse(_event_stream(service, job_id, queue, snapshot), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    from engine.service.upstream import add_upstream_routes  # noqa: E402 (keeps the module order readable)
     add_upstream_routes(app, service)
+    if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
+        app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
+                           allow_headers=["*"])
     return app
 
 
@@ -247,7 +243,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
     """Parse POST /v1/jobs: JSON, or a form (multipart) with a `request` JSON field and audio files."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        _check_content_length(request, service.max_upload_bytes * 2)
+        check_content_length(request, service.max_upload_bytes * 2)
         try:
             form = await request.form()
         except Exception as exc:  # malformed multipart
@@ -303,56 +299,6 @@ def _form_bool(name: str, value: str) -> bool:
     if lowered in ("false", "0", "no", "off", ""):
         return False
     raise HTTPProblem(422, f"{name}: expected true or false, got {value!r}", name)
-
-
-def _check_content_length(request: Request, limit: int) -> None:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise HTTPProblem(413, f"upload too large: {int(length)} bytes (limit {limit} bytes)", "file")
-
-
-async def save_upload(service: EngineService, upload: UploadFile, field: str) -> dict:
-    """Store an uploaded audio file under results/.uploads; checks size and that it is audio."""
-    import soundfile
-
-    file_id = new_id()
-    path = service.store.upload_path(file_id)
-    name = os.path.basename(upload.filename or "upload") or "upload"
-    size = 0
-    try:
-        with open(path, "wb") as out:
-            while True:
-                chunk = await upload.read(1024 * 1024)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > service.max_upload_bytes:
-                    raise HTTPProblem(413, f"{field}: upload too large (limit {service.max_upload_bytes} bytes)",
-                                      field)
-                out.write(chunk)
-        if size == 0:
-            raise HTTPProblem(400, f"{field}: '{name}' is empty", field)
-        try:
-            info = soundfile.info(str(path))
-        except Exception as exc:
-            raise HTTPProblem(400, f"{field}: '{name}' is not a readable audio file "
-                                   f"({str(exc).strip() or type(exc).__name__})", field) from None
-        if info.frames <= 0 or info.samplerate <= 0:
-            raise HTTPProblem(400, f"{field}: '{name}' holds no audio", field)
-        meta = {"id": file_id, "name": name, "size": size, "sample_rate": info.samplerate,
-                "channels": info.channels, "duration": round(info.frames / info.samplerate, 4),
-                "created_at": time.time()}
-        service.store.save_upload_meta(file_id, meta)
-    except BaseException as exc:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise HTTPProblem(507, f"{field}: could not store the upload: {exc.strerror or exc}", field) from None
-        raise
-    return {"id": file_id, "name": name, "size": size, "duration": meta["duration"],
-            "sample_rate": meta["sample_rate"], "channels": meta["channels"]}
 
 
 def models_json(service: EngineService) -> dict:
@@ -411,7 +357,3 @@ def _media_type(name: str) -> str:
     ext = name.rsplit(".", 1)[-1].lower()
     return {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
             "json": "application/json"}.get(ext, "application/octet-stream")
-
-
-def job_request_fields() -> list[str]:
-    return GenerationRequest.field_names()

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for rendered audio, sidecars, uploads and job files (default ./results)")
     parser.add_argument("--max-upload-mb", type=float, default=512.0,
                         help="largest accepted upload in MiB (default 512)")
+    parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="let web pages from ORIGIN (e.g. http://localhost:5173 for ACE-Step-DAW) call the "
+                             "engine from a browser (CORS); repeatable")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                         help="HTTP server log level (default warning)")
 
@@ -88,13 +91,14 @@ def run(args: argparse.Namespace) -> int:
 
     service = EngineService(pipeline, results_dir=args.results,
                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(service, token=token)
+    app = create_app(service, token=token, allow_origins=args.allow_origin)
     service.start()
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"engine: serving http://{shown_host}:{args.port} (results in {service.store.root}"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        # event streams stay open while jobs run; do not let them hold up Ctrl-C
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
     finally:
         service.stop()
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.request import GenerationRequest, RequestError
-from engine.service.store import Store, is_valid_id, new_id
+from engine.service.store import JOBS_DIR, UPLOADS_DIR, Store, is_valid_id, new_id
 from engine.types import Cancelled, EngineError, ProgressEvent
 
 PRIORITIES = ("interactive", "background")
@@ -267,7 +267,7 @@ class EngineService:
             relative = resolved.relative_to(self.store.root)
         except ValueError:
             return None
-        if relative.parts and relative.parts[0] in (".jobs", ".uploads"):
+        if relative.parts and relative.parts[0] in (JOBS_DIR, UPLOADS_DIR):
             return None
         return resolved if resolved.is_file() else None
 

@@ -2,10 +2,10 @@
 
 Layout under the results folder (default `./results`):
 
-    results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz, 24-bit; .flac when asked)
+    results/<job_id>/item<index>-seed<seed>.wav   rendered audio (48 kHz 32-bit float; 24-bit .flac when asked)
     results/<job_id>/item<index>-seed<seed>.json  sidecar: request, seed, models, timings, LM plan
     results/.jobs/<job_id>.json                   one small file per job, written atomically
-    results/.uploads/<file_id>                    uploaded audio, with <file_id>.json (name, size)
+    results/.uploads/<file_id>/<name>             uploaded audio, with <file_id>.json (name, size)
 
 Everything is plain JSON and audio, so a results folder can be copied, browsed and
 re-opened by a later engine. Torch-free.
@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,15 +37,13 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.match(value or ""))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_name)` next to `path`, then rename over it: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -52,6 +51,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    replace_atomically(path, write)
 
 
 def _json_default(value: Any) -> Any:
@@ -97,23 +106,38 @@ class Store:
         return records, problems
 
     # ------------------------------------------------------------ uploads
-    def upload_path(self, file_id: str) -> Path:
-        return self.uploads_dir / file_id
+    def new_upload_path(self, file_id: str, name: str) -> Path:
+        """Where an upload is stored: its own folder, keeping the original name (and extension)."""
+        folder = self.uploads_dir / file_id
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / safe_file_name(name)
+
+    def remove_upload(self, file_id: str) -> None:
+        shutil.rmtree(self.uploads_dir / file_id, ignore_errors=True)
+        try:
+            os.remove(self.uploads_dir / f"{file_id}.json")
+        except OSError:
+            pass
 
     def save_upload_meta(self, file_id: str, meta: dict) -> None:
+        """`meta` must hold `file`, the stored file name inside the upload's folder."""
         write_json_atomic(self.uploads_dir / f"{file_id}.json", meta)
 
     def upload_meta(self, file_id: str) -> dict | None:
         if not is_valid_id(file_id):
             return None
-        meta_path = self.uploads_dir / f"{file_id}.json"
-        if not meta_path.is_file() or not self.upload_path(file_id).is_file():
-            return None
         try:
-            with open(meta_path, encoding="utf-8") as fh:
-                return json.load(fh)
+            with open(self.uploads_dir / f"{file_id}.json", encoding="utf-8") as fh:
+                meta = json.load(fh)
         except (OSError, ValueError):
             return None
+        if not isinstance(meta, dict) or not (self.uploads_dir / file_id / str(meta.get("file", ""))).is_file():
+            return None
+        return meta
+
+    def upload_path(self, file_id: str) -> Path | None:
+        meta = self.upload_meta(file_id)
+        return None if meta is None else self.uploads_dir / file_id / meta["file"]
 
     # ------------------------------------------------------------ results
     def write_result(self, job_id: str, index: int, seed: int, audio: Any, sample_rate: int,
@@ -126,19 +150,19 @@ class Store:
         ext = "flac" if audio_format == "flac" else "wav"
         path = folder / f"item{index}-seed{seed}.{ext}"
         samples = to_channels_last(audio)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            soundfile.write(str(tmp), samples, int(sample_rate), subtype="PCM_24",
-                            format="FLAC" if ext == "flac" else "WAV")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.remove(tmp)
-            except OSError:
-                pass
-            raise
+        # WAV keeps the model's float samples exactly; FLAC has no float format, so 24-bit.
+        replace_atomically(path, lambda tmp: soundfile.write(
+            tmp, samples, int(sample_rate), subtype="PCM_24" if ext == "flac" else "FLOAT",
+            format="FLAC" if ext == "flac" else "WAV"))
         write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name})
         return path
+
+
+def safe_file_name(name: str) -> str:
+    """A file name without folders or odd characters; keeps the extension."""
+    base = os.path.basename(str(name).replace("\\", "/")) or "upload"
+    cleaned = re.sub(r"[^A-Za-z0-9._ -]+", "_", base).strip(" .") or "upload"
+    return cleaned[-120:]
 
 
 def to_channels_last(audio: Any) -> np.ndarray:

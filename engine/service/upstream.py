@@ -20,6 +20,7 @@ renders WAV.
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import time
 import urllib.parse
@@ -31,6 +32,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from engine.request import GenerationRequest, RequestError
 from engine.service.core import FILE_REF_PREFIX, EngineService, UnknownJob
+from engine.service.http_common import HTTPProblem, check_content_length, save_upload
 
 # upstream name or alias -> our GenerationRequest field
 ALIASES = {
@@ -64,8 +66,6 @@ _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(GenerationReques
 
 
 def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
-    from engine.service.app import HTTPProblem, save_upload
-
     @app.post("/release_task", summary="Upstream ACE-Step 1.5: submit a task", tags=["upstream"])
     async def release_task(request: Request) -> dict:
         params, uploads = await _read_params(request)
@@ -125,12 +125,10 @@ def envelope(data: Any) -> dict:
 
 
 async def _read_params(request: Request) -> tuple[dict[str, Any], dict[str, StarletteUploadFile]]:
-    from engine.service.app import HTTPProblem, _check_content_length
-
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     uploads: dict[str, StarletteUploadFile] = {}
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        _check_content_length(request, request.app.state.service.max_upload_bytes * 2)
+        check_content_length(request, request.app.state.service.max_upload_bytes * 2)
         try:
             form = await request.form()
         except Exception as exc:
@@ -157,12 +155,8 @@ async def _read_params(request: Request) -> tuple[dict[str, Any], dict[str, Star
 
 
 def _check_body_token(app: FastAPI, request: Request, params: dict[str, Any]) -> None:
-    from engine.service.app import HTTPProblem
-
     if getattr(request.state, "authorized", True):
         return
-    import hmac
-
     given = params.get("ai_token")
     if isinstance(given, str) and hmac.compare_digest(given.encode(), app.state.token.encode()):
         return

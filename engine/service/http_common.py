@@ -1,0 +1,68 @@
+"""Pieces shared by the engine's own routes and the upstream-compatible ones: error answers and uploads."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fastapi import Request, UploadFile
+
+from engine.service.core import EngineService
+from engine.service.store import new_id
+
+
+class HTTPProblem(Exception):
+    """An error answer: status, message, and the request field it is about (if any)."""
+
+    def __init__(self, status: int, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.field = field
+
+
+def check_content_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 64 * 1024:
+        raise HTTPProblem(413, f"upload too large: {int(length)} bytes (limit {limit} bytes)", "file")
+
+
+async def save_upload(service: EngineService, upload: UploadFile, field: str) -> dict:
+    """Store an uploaded audio file under results/.uploads; checks size and that it is audio."""
+    import soundfile
+
+    file_id = new_id()
+    name = os.path.basename(upload.filename or "upload") or "upload"
+    path = service.store.new_upload_path(file_id, name)
+    size = 0
+    try:
+        with open(path, "wb") as out:
+            while True:
+                chunk = await upload.read(1024 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > service.max_upload_bytes:
+                    raise HTTPProblem(413, f"{field}: upload too large (limit {service.max_upload_bytes} bytes)",
+                                      field)
+                out.write(chunk)
+        if size == 0:
+            raise HTTPProblem(400, f"{field}: '{name}' is empty", field)
+        try:
+            info = soundfile.info(str(path))
+        except Exception as exc:
+            raise HTTPProblem(400, f"{field}: '{name}' is not a readable audio file "
+                                   f"({str(exc).strip() or type(exc).__name__})", field) from None
+        if info.frames <= 0 or info.samplerate <= 0:
+            raise HTTPProblem(400, f"{field}: '{name}' holds no audio", field)
+        meta = {"id": file_id, "name": name, "file": path.name, "size": size, "sample_rate": info.samplerate,
+                "channels": info.channels, "duration": round(info.frames / info.samplerate, 4),
+                "created_at": time.time()}
+        service.store.save_upload_meta(file_id, meta)
+    except BaseException as exc:
+        service.store.remove_upload(file_id)
+        if isinstance(exc, OSError):
+            raise HTTPProblem(507, f"{field}: could not store the upload: {exc.strerror or exc}", field) from None
+        raise
+    return {"id": file_id, "name": name, "size": size, "duration": meta["duration"],
+            "sample_rate": meta["sample_rate"], "channels": meta["channels"]}
