@@ -165,7 +165,7 @@ def test_ableton_repaint_from_source_file_inserted_by_remote_script(tmp_path):
         app.start()
         try:
             wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
-                       and app.host_state.get("key") == "A minor")
+                       and app.host_state.get("key") == "A minor" and app.host_state.get("meter") is not None)
             assert app.host_state.get("meter") == (3, 4)
             live.set("tempo", 96.0)  # pushed by the listener
             job_id = app.run_action("extract", {"track_name": "vocals"})

@@ -23,7 +23,7 @@ from typing import Any
 
 from bridge.adapters import AdapterError, HostAdapter
 from bridge.host_state import HostState
-from bridge.oscio import OscArgumentError, OscEndpoint, float_arg, int_arg, str_arg
+from bridge.oscio import OscArgumentError, OscEndpoint, float_arg
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,9 @@ class ReaperAdapter(HostAdapter):
         for line in text.splitlines():
             parts = line.split("\t")
             try:
-                if parts[0] == "BEATPOS" and len(parts) >= 8:
+                if parts[0] == "BEATPOS":
+                    if len(parts) < 8:
+                        raise ValueError(f"BEATPOS has {len(parts) - 1} fields, expected 7")
                     self.seen()
                     play = int(parts[1])
                     self.host_state.update(SOURCE, playing=bool(play & 1), position_s=float(parts[2]),
