@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
+from PyQt6.QtCore import QTimer
 from PyQt6.QtWidgets import QApplication
 
 from gui.settings import Settings
@@ -16,6 +18,21 @@ def make_application(argv: list[str] | None = None) -> QApplication:
     app.setOrganizationName("ACE Companion")
     apply_dark_theme(app)
     return app
+
+
+def quit_on_signals(app: QApplication) -> None:
+    """Ctrl-C and SIGTERM close the window normally, so whatever we started is stopped too.
+
+    Python only runs signal handlers between bytecodes; the idle timer gives it that chance
+    while Qt's event loop (C++) is running.
+    """
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: app.closeAllWindows())
+    timer = QTimer(app)
+    timer.setInterval(250)
+    timer.timeout.connect(lambda: None)
+    timer.start()
+    app._signal_timer = timer  # keep it alive with the application
 
 
 def make_client(settings: Settings):

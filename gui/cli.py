@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gui.app import add_connection_arguments, apply_connection_arguments, make_application, make_client
+from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
+                     quit_on_signals)
 from gui.settings import load_settings
 
 
@@ -17,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = apply_connection_arguments(load_settings(args.settings), args)
     app = make_application()
+    quit_on_signals(app)
     from gui.main_window import MainWindow
     window = MainWindow(settings, make_client(settings), bridge=None, settings_path=args.settings)
     window.show()

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from gui.app import add_connection_arguments, apply_connection_arguments, make_application, make_client
+from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
+                     quit_on_signals)
 from gui.engine_process import EngineProcess
 from gui.settings import Settings, default_config_dir, load_settings
 
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host:
         settings.host = args.host
     app = make_application()
+    quit_on_signals(app)
     client = make_client(settings)
     engine = start_engine_if_needed(settings, client, args)
     bridge, bridge_problem = (None, "") if args.no_bridge else start_bridge(settings, client)

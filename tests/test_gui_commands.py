@@ -137,3 +137,47 @@ def test_keyboard_shortcuts_start_the_tasks(tmp_path):
         assert started[:3] == ["repaint", "stems", "generate"]
     finally:
         win.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_PIPELINE, reason="needs engine.pipeline (the core branch)")
+def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    from engine.client import EngineClient, EngineUnavailable
+    from gui.engine_process import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    (tmp_path / "gui.json").write_text(json.dumps({
+        "engine_url": url, "output_dir": str(tmp_path / "out"), "osc_command_port": free_port(),
+        "reaper_listen_port": free_port(), "ableton_listen_port": free_port()}))
+    env = {**os.environ, "ACE_COMPANION_CONFIG_DIR": str(tmp_path), "QT_QPA_PLATFORM": "offscreen",
+           "ACE_COMPANION_CHECKPOINTS": str(PARITY_CHECKPOINTS)}
+    launcher_process = subprocess.Popen([sys.executable, "-m", "engine.cli", "--checkpoints",
+                                         str(PARITY_CHECKPOINTS)], env=env, cwd=tmp_path,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = EngineClient(url, timeout=2)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and launcher_process.poll() is None:
+            try:
+                client.health()
+                break
+            except Exception:
+                time.sleep(0.5)
+        assert launcher_process.poll() is None, launcher_process.stdout.read()
+        assert client.health()["status"] == "ok"
+        assert (tmp_path / "engine.log").exists()
+        time.sleep(1.0)  # the window and the bridge come up
+        launcher_process.send_signal(signal.SIGTERM)
+        output, _ = launcher_process.communicate(timeout=60)
+    finally:
+        if launcher_process.poll() is None:
+            launcher_process.kill()
+    assert launcher_process.returncode == 0, output
+    assert "starting the engine" in output and "engine stopped" in output
+    assert "bridge did not start" not in output and "not available" not in output
+    with pytest.raises(EngineUnavailable):
+        client.health()
