@@ -214,3 +214,19 @@ def test_a_task_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(e
     finally:
         win.close()
         bridge.stop()
+
+
+def test_model_choice_loads_on_the_engine_and_shows_what_is_loaded(window):
+    panel = window.prompt_panel
+    assert wait_for(lambda: panel.dit_combo.findText("acestep-v15-base") >= 0, 20)  # listed by /v1/models
+    try:
+        panel.dit_combo.setCurrentText("acestep-v15-base")
+        panel.lm_combo.setCurrentText("none")
+        panel.load_button.click()
+        assert wait_for(lambda: window.link.last_health.get("dit") == "acestep-v15-base", 120), \
+            window.statusBar().currentMessage()
+        assert wait_for(lambda: "acestep-v15-base" in panel.loaded_label.text(), 10)
+    finally:
+        panel.dit_combo.setCurrentText("acestep-v15-turbo")
+        panel.load_button.click()
+        assert wait_for(lambda: window.link.last_health.get("dit") == "acestep-v15-turbo", 120)
