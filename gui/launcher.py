@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,

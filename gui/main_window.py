@@ -12,10 +12,11 @@ from typing import Any
 import soundfile as sf
 from PyQt6.QtCore import QByteArray, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QKeySequence, QShortcut
-from PyQt6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+from PyQt6.QtWidgets import (QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from engine.request import RequestError
 from gui.audio import AudioPlayer
+from gui.bridge_link import BridgeLink
 from gui.engine_link import FINAL_STATES, EngineLink
 from gui.jobs_model import JobsModel
 from gui.panels.host_panel import HostPanel
@@ -28,14 +29,11 @@ from gui.settings import Settings, save_settings
 from gui.tasks import TaskRunner, describe_error
 from gui.waveform import read_peaks
 
-HOST_ADAPTERS = ("reaper", "ableton", "midi")
 
 
 class MainWindow(QMainWindow):
     """The control window. `client` is an `engine.client.EngineClient`; `bridge` a `BridgeApp` or None."""
 
-    host_snapshot = pyqtSignal(dict)  # HostState callbacks arrive on bridge threads; this hops to the UI
-    bridge_event = pyqtSignal(dict)   # BridgeApp.subscribe events, likewise
     result_added = pyqtSignal(object)  # ResultItem
 
     def __init__(self, settings: Settings, client: Any, bridge: Any = None,
@@ -43,7 +41,7 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.settings = settings
         self.settings_path = settings_path
-        self.bridge = bridge
+        self.bridge = bridge  # a bridge.app.BridgeApp, or None
         self.started_at = time.time()
         self.setWindowTitle("ACE Companion")
         self.runner = TaskRunner(self)
@@ -116,22 +114,16 @@ class MainWindow(QMainWindow):
         self.results_panel.insert_requested.connect(self.insert_into_daw)
         self.results_panel.device_changed.connect(self._on_device)
         self.player.error.connect(self.show_error)
-        self.host_snapshot.connect(self.host_panel.apply_snapshot)
-        self.bridge_event.connect(self._on_bridge_event)
         self._build_menu_and_shortcuts()
 
-        self._adapter_timer = QTimer(self)
-        self._adapter_timer.setInterval(1000)
-        self._adapter_timer.timeout.connect(self._poll_bridge)
-        if bridge is not None:
-            state = getattr(bridge, "host_state", None)
-            if state is not None:
-                state.subscribe(self._on_host_state)
-                self.host_panel.apply_snapshot(state.snapshot())
-            if hasattr(bridge, "subscribe"):
-                bridge.subscribe(self._forward_bridge_event)
+        self.bridge_link = BridgeLink(bridge, self.runner, parent=self) if bridge is not None else None
+        if self.bridge_link is not None:
+            self.bridge_link.host_snapshot.connect(self.host_panel.apply_snapshot)
+            self.bridge_link.adapters_changed.connect(self._on_adapters)
+            self.bridge_link.bridge_event.connect(self._on_bridge_event)
+            self.bridge_link.error.connect(self.show_error)
+            self.bridge_link.start()
         self.link.start()
-        self._adapter_timer.start()
 
     # ---------------------------------------------------------------- setup
     def _build_menu_and_shortcuts(self) -> None:
@@ -172,9 +164,9 @@ class MainWindow(QMainWindow):
         try:
             if self._use_bridge(values):
                 overrides = bridge_overrides(action, values, host, self.host_panel.following())
-                self.runner.run(lambda: self.bridge.run_action(action, overrides),
-                                lambda job_id: self._on_bridge_job(job_id, action, overrides),
-                                lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+                self.bridge_link.run_action(action, overrides,
+                                            lambda job_id: self._on_bridge_job(job_id, action, overrides),
+                                            lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
                 self.statusBar().showMessage(f"{action}: asking the DAW for the selection…")
                 return
             source_length = _audio_length(values.src_audio) if action == "continue" and values.src_audio else None
@@ -192,9 +184,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Job {job_id[:8]} queued")
 
     def _use_bridge(self, values) -> bool:
-        if self.bridge is None or values.src_audio:
-            return False
-        return any(self.host_panel.adapter_connected(name) for name in HOST_ADAPTERS)
+        return self.bridge_link is not None and not values.src_audio and self.bridge_link.daw_connected()
 
     def _on_bridge_job(self, job_id: str, action: str, overrides: dict) -> None:
         self.jobs_model.update_job({"id": job_id, "state": "queued", "request": overrides})
@@ -205,7 +195,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{action}: job {job_id[:8]} queued by the bridge")
 
     def insert_into_daw(self, item: ResultItem) -> None:
-        if self.bridge is None:
+        if self.bridge_link is None:
             self.show_error("No bridge running: drag the variant from the list into the DAW instead.")
             return
         position = item.position_s
@@ -220,8 +210,8 @@ class MainWindow(QMainWindow):
             else:
                 self.statusBar().showMessage(f"Inserted {name} at {position:.2f} s")
 
-        self.runner.run(lambda: self.bridge.insert_result(item.path, position_s=position), done,
-                        lambda exc: self.show_error(f"Insert failed: {describe_error(exc)}"))
+        self.bridge_link.insert(item.path, position, done,
+                                lambda exc: self.show_error(f"Insert failed: {describe_error(exc)}"))
 
     def _load_models(self, dit: str, lm: str | None) -> None:
         self.statusBar().showMessage(f"Loading {dit} + {lm or 'no LM'}…")
@@ -331,16 +321,6 @@ class MainWindow(QMainWindow):
 
         self.link.download(ref, dest, done, failed, after=read_peaks)
 
-    def _on_host_state(self, *args) -> None:
-        """HostState subscriber (any thread): forward a fresh snapshot to the UI thread."""
-        state = getattr(self.bridge, "host_state", None)
-        if state is None or self.runner.closed:
-            return
-        try:
-            self.host_snapshot.emit(state.snapshot())
-        except RuntimeError:
-            pass  # window already gone
-
     def watch_engine_process(self, process) -> None:
         """Show the engine log tail in the banner if the engine we started exits."""
         self._engine_process = process
@@ -356,15 +336,6 @@ class MainWindow(QMainWindow):
         timer.setInterval(1000)
         timer.timeout.connect(check)
         timer.start()
-
-    def _forward_bridge_event(self, event: dict) -> None:
-        """BridgeApp listener (any thread)."""
-        if self.runner.closed:
-            return
-        try:
-            self.bridge_event.emit(dict(event))
-        except RuntimeError:
-            pass  # window already gone
 
     def _on_bridge_event(self, event: dict) -> None:
         kind = event.get("type")
@@ -399,16 +370,9 @@ class MainWindow(QMainWindow):
                         lambda exc: self.show_error(f"Cannot read clip {path}: {describe_error(exc)}"))
         self.statusBar().showMessage(f"Clip {os.path.basename(path)}: {event.get('message') or 'ready'}", 10000)
 
-    def _poll_bridge(self) -> None:
-        if self.bridge is None:
-            return
-        try:
-            status = self.bridge.adapters_status()
-        except Exception as exc:  # the bridge is another component: report, keep the window alive
-            self.show_error(f"Bridge status unavailable: {exc}")
-            return
+    def _on_adapters(self, status: dict) -> None:
         self.host_panel.set_adapters_status(status)
-        connected = any(status.get(name, {}).get("connected") for name in HOST_ADAPTERS)
+        connected = self.bridge_link.daw_connected()
         self.results_panel.set_insert_available(
             connected, "" if connected else "No DAW connected: drag the variant into the DAW instead")
 
@@ -420,7 +384,8 @@ class MainWindow(QMainWindow):
         self.settings = dataclasses.replace(self.settings,
                                             window_geometry=bytes(self.saveGeometry().toHex()).decode())
         self.save_settings()
-        self._adapter_timer.stop()
+        if self.bridge_link is not None:
+            self.bridge_link.stop()
         self.link.stop()
         self.player.stop()
         self.runner.close()
