@@ -37,7 +37,9 @@ def quit_on_signals(app: QApplication) -> None:
 
 def make_client(settings: Settings):
     from engine.client import EngineClient
-    return EngineClient(settings.engine_url, token=settings.engine_token or None, timeout=30.0)
+    # 10 s per network operation: long enough for a loaded engine, short enough that a vanished
+    # machine shows the disconnect banner quickly. Event streams wait without a read limit.
+    return EngineClient(settings.engine_url, token=settings.engine_token or None, timeout=10.0)
 
 
 def add_connection_arguments(parser) -> None:

@@ -15,6 +15,7 @@ from PyQt6.QtGui import QAction, QKeySequence, QShortcut
 from PyQt6.QtWidgets import (QLabel, QMainWindow, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from engine.request import RequestError
+from gui.app import make_client
 from gui.audio import AudioPlayer
 from gui.bridge_link import BridgeLink
 from gui.engine_link import FINAL_STATES, EngineLink
@@ -219,7 +220,7 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         from gui.settings_dialog import SettingsDialog
-        dialog = SettingsDialog(self.settings, self.player.devices, parent=self)
+        dialog = SettingsDialog(self.settings, self.player.devices, midi_input_names(), parent=self)
         if dialog.exec():
             self.apply_settings(dialog.result_settings())
 
@@ -229,8 +230,7 @@ class MainWindow(QMainWindow):
         self.settings = new
         self.player.set_device(new.audio_device or None)
         if (new.engine_url, new.engine_token) != (old.engine_url, old.engine_token):
-            from engine.client import EngineClient
-            self.link.client = EngineClient(new.engine_url, token=new.engine_token or None)
+            self.link.client = make_client(new)
             self.link.connected = None
             self.link.check_health()
         self.save_settings()
@@ -400,6 +400,15 @@ def result_file_name(job_id: str, index: int, result: dict, request: dict) -> st
     seed = result.get("seed")
     extension = re.sub(r"[^a-z0-9]+", "", str(result.get("format") or request.get("audio_format") or "wav"))
     return f"{job_id[:8]}-{task}-v{index + 1}-{seed if seed is not None else 'x'}.{extension or 'wav'}"
+
+
+def midi_input_names() -> list[str]:
+    """MIDI inputs for the settings dialog; empty when no MIDI backend (python-rtmidi) is installed."""
+    try:
+        import mido
+        return list(mido.get_input_names())
+    except Exception:  # ImportError of the backend, or a system without MIDI: type the name by hand
+        return []
 
 
 def _audio_length(path: str) -> float:

@@ -230,3 +230,12 @@ def test_model_choice_loads_on_the_engine_and_shows_what_is_loaded(window):
         panel.dit_combo.setCurrentText("acestep-v15-turbo")
         panel.load_button.click()
         assert wait_for(lambda: window.link.last_health.get("dit") == "acestep-v15-turbo", 120)
+
+
+def test_changing_the_engine_url_in_settings_reconnects(window, engine, tmp_path):
+    import dataclasses
+    window.apply_settings(dataclasses.replace(window.settings, engine_url="http://127.0.0.1:1"))
+    assert wait_for(lambda: window.banner.isVisible() and window.link.connected is False, 20)
+    window.apply_settings(dataclasses.replace(window.settings, engine_url=engine.url))
+    assert wait_for(lambda: window.link.connected is True and not window.banner.isVisible(), 20)
+    assert load_settings(tmp_path / "gui.json").engine_url == engine.url
