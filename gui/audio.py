@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import soundfile as sf
@@ -45,9 +45,11 @@ class AudioPlayer(QObject):
     stopped = pyqtSignal()
     error = pyqtSignal(str)
 
-    def __init__(self, runner: TaskRunner, parent: QObject | None = None):
+    def __init__(self, runner: TaskRunner, parent: QObject | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__(parent)
         self.runner = runner
+        self.clock = clock
         self.devices, self.hint = output_devices()
         self.device: str | None = None
         self.current: Any = None
@@ -64,7 +66,7 @@ class AudioPlayer(QObject):
     def position_s(self) -> float:
         if self.current is None:
             return 0.0
-        return self._offset_s + time.monotonic() - self._started_at
+        return self._offset_s + self.clock() - self._started_at
 
     def play(self, path: str, key: Any = None, start_s: float = 0.0) -> None:
         if not self.available:
@@ -83,7 +85,7 @@ class AudioPlayer(QObject):
         def done(_duration: float) -> None:
             self.current = key
             self._offset_s = start_s
-            self._started_at = time.monotonic()
+            self._started_at = self.clock()
             self.started.emit(key)
 
         self.runner.run(work, done, lambda exc: self.error.emit(describe_error(exc)))

@@ -165,7 +165,10 @@ def test_autogen_keeps_making_variants_until_switched_off(window):
     window.jobs_panel.autogen.setChecked(False)
     assert wait_for(lambda: not any(row.autogen for row in window.jobs_model.active_jobs())
                     and not window.jobs_model.active_jobs(), 60)
-    wait_for(lambda: False, 1.0)  # the last downloads land
+    autogen_rows = [window.jobs_model.job_at(n) for n in range(window.jobs_model.rowCount())]
+    expected = sum(len(row.results) for row in autogen_rows if row.state == "done"
+                   and row.request.get("caption") == "autogen clip")
+    assert wait_for(lambda: len(window.results_model.items()) == expected, 30)  # every finished take fetched
     settled = len(window.results_model.items())
     wait_for(lambda: False, 1.5)
     assert len(window.results_model.items()) == settled  # nothing new after AutoGen is off
