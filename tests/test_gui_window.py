@@ -175,7 +175,7 @@ def test_autogen_keeps_making_variants_until_switched_off(window):
     assert not window.jobs_model.active_jobs()
 
 
-def test_a_task_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(engine, tmp_path):
+def test_repaint_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(engine, tmp_path):
     qt_app()
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
@@ -202,7 +202,7 @@ def test_a_task_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(e
         assert win.host_panel.selection_label.text().startswith("3.1 – 5.1")
 
         win.prompt_panel.caption.setPlainText("bridge take")
-        win.prompt_panel.task_buttons["generate"].click()  # with a DAW connected this goes through the bridge
+        win.prompt_panel.task_buttons["repaint"].click()  # with a DAW connected this goes through the bridge
         assert wait_for(lambda: win.results_model.rowCount() == 1, 120), win.statusBar().currentMessage()
         clip = win.results_model.item(0)
         assert clip.path.startswith(str(output)) and clip.position_s == pytest.approx(4.0)
@@ -242,3 +242,21 @@ def test_changing_the_engine_url_in_settings_reconnects(window, engine, tmp_path
     window.apply_settings(dataclasses.replace(window.settings, engine_url=engine.url))
     assert wait_for(lambda: window.link.connected is True and not window.banner.isVisible(), 20)
     assert load_settings(tmp_path / "gui.json").engine_url == engine.url
+
+
+def test_direct_repaint_of_a_source_file_marks_the_region_on_the_waveform(window):
+    from tests.conftest import PARITY
+    source = PARITY / "cases" / "audio" / "source.wav"
+    panel = window.prompt_panel
+    panel.caption.setPlainText("repaint the middle")
+    panel.source.edit.setText(str(source))
+    panel.region_start.setValue(2.0)
+    panel.region_end.setValue(5.0)
+    panel.task_buttons["repaint"].click()
+    assert wait_for(lambda: _last_job_state(window) in ("done", "failed"), 120), window.statusBar().currentMessage()
+    row = window.jobs_model.job(window.last_job_id)
+    assert row.state == "done", row.error
+    assert row.request["src_audio"].startswith("file:")  # the window uploaded the local file
+    assert wait_for(lambda: window.results_model.rowCount() == 1, 30)
+    item = window.results_model.item(0)
+    assert item.task == "repaint" and item.region == (2.0, 5.0)
