@@ -52,16 +52,27 @@ class ResultsModel(QAbstractListModel):
 
     # --------------------------------------------------------------- domain
     def add(self, item: ResultItem) -> int:
-        """Add a variant (newest first); returns its row."""
+        """Add (or replace) a variant; returns its row."""
         for number, existing in enumerate(self._items):
             if existing.job_id == item.job_id and existing.index == item.index:
                 self._items[number] = item
                 self.dataChanged.emit(self.index(number), self.index(number))
                 return number
-        self.beginInsertRows(QModelIndex(), 0, 0)
-        self._items.insert(0, item)
+        position = self._position_for(item)
+        self.beginInsertRows(QModelIndex(), position, position)
+        self._items.insert(position, item)
         self.endInsertRows()
-        return 0
+        return position
+
+    def _position_for(self, item: ResultItem) -> int:
+        """Newest job on top; the variants of one job stay together in index order."""
+        same_job = [n for n, existing in enumerate(self._items) if existing.job_id == item.job_id]
+        if not same_job:
+            return 0
+        for n in same_job:
+            if self._items[n].index > item.index:
+                return n
+        return same_job[-1] + 1
 
     def item(self, row: int) -> ResultItem | None:
         return self._items[row] if 0 <= row < len(self._items) else None

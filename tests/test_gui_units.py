@@ -182,11 +182,13 @@ def test_results_model_drags_file_urls_of_the_selected_variants(tmp_path):
     model = ResultsModel()
     first = ResultItem("job1", 0, 7, str(tmp_path / "a.wav"), 4.0, 48000)
     second = ResultItem("job1", 1, 8, str(tmp_path / "b.wav"), 4.0, 48000)
-    model.add(first)
+    newer = ResultItem("job2", 0, 9, str(tmp_path / "c.wav"), 4.0, 48000)
     model.add(second)
-    assert model.rowCount() == 2 and model.item(0) is second  # newest first
-    mime = model.mimeData([model.index(0), model.index(1)])
-    assert [url.toLocalFile() for url in mime.urls()] == [second.path, first.path]
+    model.add(first)
+    model.add(newer)
+    assert [model.item(n) for n in range(3)] == [newer, first, second]  # newest job on top, variants in order
+    mime = model.mimeData([model.index(1), model.index(2)])
+    assert [url.toLocalFile() for url in mime.urls()] == [first.path, second.path]
     assert region_of({"task_type": "repaint", "repainting_start": 2.0, "repainting_end": -1}, 10.0) == (2.0, 10.0)
     assert region_of({"task_type": "text2music"}, 10.0) is None
 
