@@ -91,10 +91,12 @@ class ResultsPanel(QGroupBox):
         return [item for item in (self.model.item(r) for r in rows) if item is not None]
 
     def selected_item(self) -> ResultItem | None:
+        """The variant under the cursor, else the first selected one, else the newest."""
+        current = self.list.currentIndex()
+        if current.isValid() and self.model.item(current.row()) is not None:
+            return self.model.item(current.row())
         items = self.selected_items()
-        if items:
-            return items[0]
-        return self.model.item(0)
+        return items[0] if items else self.model.item(0)
 
     def set_insert_available(self, available: bool, hint: str = "") -> None:
         self.insert_button.setEnabled(available)
