@@ -19,6 +19,9 @@ ACTION_TASKS = {
     "extract": "extract",    # pull the chosen track out of the source mix
 }
 CONTINUE_DEFAULT_S = 10.0
+# Tasks only the base DiT was trained for (engine.tasks.BASE_ONLY_TASKS); the window asks for it.
+BASE_ONLY_TASKS = ("lego", "extract", "complete")
+BASE_DIT = "acestep-v15-base"
 
 # LM constraint field -> request field it stands for
 LM_FIELDS = {
@@ -151,6 +154,8 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
     }
     if values.dit:
         fields["dit"] = values.dit
+    elif ACTION_TASKS[action] in BASE_ONLY_TASKS:
+        fields["dit"] = BASE_DIT  # a turbo DiT cannot do stems; the engine switches for this job
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
     if action == "extract":

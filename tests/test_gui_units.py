@@ -108,6 +108,7 @@ def test_source_tasks_need_a_source_and_repaint_needs_a_region(tmp_path):
     from gui.request_builder import build_requests
     stems = build_requests("stems", PromptValues(src_audio=source, stems=("guitar", "bass")), HostValues())
     assert [(r.task_type, r.track_name) for r in stems] == [("extract", "guitar"), ("extract", "bass")]
+    assert all(r.dit == "acestep-v15-base" for r in stems)  # only the base DiT can extract
     with pytest.raises(RequestError, match="at least one stem"):
         build_requests("stems", PromptValues(src_audio=source, stems=()), HostValues())
     extract = build_request("extract", PromptValues(src_audio=source, track_name="vocals"), HostValues())
