@@ -1,0 +1,1 @@
+"""Small widgets that the main window assembles: host, prompt, jobs and results."""

@@ -1,0 +1,98 @@
+"""The settings dialog: engine URL and token, OSC and MIDI ports, output folder, audio device."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                             QLineEdit, QSpinBox, QToolButton, QWidget)
+
+from gui.settings import Settings
+
+HOST_CHOICES = ("auto", "reaper", "ableton", "midi")
+PORT_FIELDS = (  # Settings field, label; the bridge needs a restart to use new ports
+    ("osc_command_port", "Bridge command port (OSC)"),
+    ("reaper_listen_port", "REAPER feedback port"),
+    ("reaper_send_port", "REAPER control port"),
+    ("ableton_send_port", "AbletonOSC port"),
+    ("ableton_listen_port", "AbletonOSC reply port"),
+)
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, audio_devices: list[str], midi_ports: list[str] | None = None,
+                 parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._original = settings
+        form = QFormLayout(self)
+        self.engine_url = QLineEdit(settings.engine_url)
+        self.engine_token = QLineEdit(settings.engine_token)
+        self.engine_token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.engine_token.setPlaceholderText("only for an engine started with --token")
+        self.ports = {name: _port(getattr(settings, name)) for name, _ in PORT_FIELDS}
+        self.host = QComboBox()
+        self.host.addItems(list(HOST_CHOICES))
+        self.host.setCurrentText(settings.host)
+        self.midi_in = _editable_combo(midi_ports or [], settings.midi_in_port)
+        self.output_dir = QLineEdit(settings.output_dir)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse)
+        output_row = QHBoxLayout()
+        output_row.setContentsMargins(0, 0, 0, 0)
+        output_row.addWidget(self.output_dir, 1)
+        output_row.addWidget(browse)
+        output = QWidget()
+        output.setLayout(output_row)
+        self.audio_device = QComboBox()
+        self.audio_device.addItem("system default")
+        self.audio_device.addItems(audio_devices)
+        self.audio_device.setCurrentText(settings.audio_device or "system default")
+        self.audio_device.setEnabled(bool(audio_devices))
+
+        form.addRow("Engine URL", self.engine_url)
+        form.addRow("Engine token", self.engine_token)
+        form.addRow("DAW", self.host)
+        for name, title in PORT_FIELDS:
+            form.addRow(title, self.ports[name])
+        form.addRow("MIDI in", self.midi_in)
+        form.addRow("Output folder", output)
+        form.addRow("Audio output", self.audio_device)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_dir.text())
+        if folder:
+            self.output_dir.setText(folder)
+
+    def result_settings(self) -> Settings:
+        device = self.audio_device.currentText()
+        return dataclasses.replace(
+            self._original,
+            engine_url=self.engine_url.text().strip() or self._original.engine_url,
+            engine_token=self.engine_token.text().strip(),
+            host=self.host.currentText(),
+            midi_in_port=self.midi_in.currentText().strip(),
+            output_dir=self.output_dir.text().strip() or self._original.output_dir,
+            audio_device="" if device == "system default" else device,
+            **{name: spin.value() for name, spin in self.ports.items()},
+        )
+
+
+def _port(value: int) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(1, 65535)
+    spin.setValue(value)
+    return spin
+
+
+def _editable_combo(items: list[str], current: str) -> QComboBox:
+    combo = QComboBox()
+    combo.setEditable(True)
+    combo.addItems(items)
+    combo.setCurrentText(current)
+    return combo
