@@ -56,22 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         name = argv.pop(0)
         module_name, help_ = COMMANDS[name]
+        parser = argparse.ArgumentParser(prog=f"ace-companion {name}", description=help_)
     elif argv and not argv[0].startswith("-"):
         print(f"ace-companion: unknown command '{argv[0]}'. Commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    elif any(a in ("-h", "--help") for a in argv):
-        _top_level_parser().print_help()
-        return 0
     elif "--version" in argv:
         from engine import __version__
         print(f"ace-companion {__version__}")
         return 0
     else:
+        # No command: the launcher, whose options share the top-level help with the command list.
         name = None
         module_name, help_ = DEFAULT_COMMAND
+        parser = _top_level_parser()
 
     module = _load(module_name)
-    parser = argparse.ArgumentParser(prog=f"ace-companion {name}" if name else "ace-companion", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
