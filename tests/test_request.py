@@ -72,3 +72,19 @@ def test_round_trip_through_dict():
     req = GenerationRequest.from_dict({"caption": "dub techno", "bpm": 120, "keyscale": "A minor"})
     again = GenerationRequest.from_dict(req.to_dict())
     assert again == req
+
+
+def test_top_level_help_lists_commands_and_launcher_options():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "--help"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for word in ("render", "plan", "download", "make-tiny-checkpoints", "engine", "bridge", "gui",
+                 "--engine-url", "--checkpoints", "--no-bridge"):
+        assert word in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "engine.cli", "renderr"], capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent, timeout=60)
+    assert bad.returncode == 2 and "unknown command 'renderr'" in bad.stderr
