@@ -89,6 +89,8 @@ class Pipeline:
         self.dtype = dtype
         self.lm = None
         self.lm_name: str | None = None
+        # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
+        self.enforce_region_limits = True
 
     # ------------------------------------------------------------------ loading
     @classmethod

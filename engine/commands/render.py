@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--dit", metavar="NAME", default=None,
                         help="DiT checkpoint folder (default: the request's `dit`, else acestep-v15-turbo)")
+    parser.add_argument("--allow-short-region", action="store_true",
+                        help="accept repaint regions outside 3-90 s (for parity fixtures; normal use keeps "
+                             "the limit)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress(_event("load", f"loading models from {args.checkpoints or 'default checkpoints'} (DiT {dit})"))
         pipeline = Pipeline.from_checkpoints(args.checkpoints, dit=dit, device=args.device, dtype=args.dtype)
+        pipeline.enforce_region_limits = not args.allow_short_region
         result = pipeline.generate(request, progress=progress, dump=bool(args.dump))
     except RequestError as exc:
         return _fail(f"bad request: {exc}")

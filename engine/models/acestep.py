@@ -190,36 +190,33 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)  # [B, H, L, D]
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.shape[:-1], -1, self.head_dim)  # [B, L, H*D] -> [B, L, H, D]
 
-    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised keys and values of `source`, kv heads already repeated for GQA."""
-        k = self.k_norm(self._heads_raw(self.k_proj(source))).transpose(1, 2)
-        v = self._heads(self.v_proj(source))
+    def _repeat_kv(self, k: torch.Tensor, v: torch.Tensor):
+        """GQA: kv head h serves query heads h*r .. h*r+r-1."""
         repeat = self.num_heads // self.num_kv_heads
         if repeat > 1:
-            k = k.repeat_interleave(repeat, dim=1)
-            v = v.repeat_interleave(repeat, dim=1)
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         return k, v
 
-    def _heads_raw(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], -1, self.head_dim)  # [B, L, H, D]
+    def key_value(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values of `source` ([B, H, L, D], kv heads repeated), for caching."""
+        k = self.k_norm(self._split_heads(self.k_proj(source))).transpose(1, 2)
+        v = self._split_heads(self.v_proj(source)).transpose(1, 2)
+        return self._repeat_kv(k, v)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Self-attention when `kv` is None (RoPE applied), else cross-attention on `kv`."""
-        q = self.q_norm(self._heads_raw(self.q_proj(x))).transpose(1, 2)
+        """Self-attention when `kv` is None (RoPE applied), else cross-attention on cached `kv`."""
+        q = self.q_norm(self._split_heads(self.q_proj(x))).transpose(1, 2)
         if kv is None:
-            k = self.k_norm(self._heads_raw(self.k_proj(x))).transpose(1, 2)
-            v = self._heads(self.v_proj(x))
+            k = self.k_norm(self._split_heads(self.k_proj(x))).transpose(1, 2)
+            v = self._split_heads(self.v_proj(x)).transpose(1, 2)
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-            repeat = self.num_heads // self.num_kv_heads
-            if repeat > 1:
-                k = k.repeat_interleave(repeat, dim=1)
-                v = v.repeat_interleave(repeat, dim=1)
+            k, v = self._repeat_kv(k, v)
         else:
             k, v = kv
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
