@@ -171,16 +171,20 @@ def test_model_that_fails_to_load_fails_the_job_not_the_engine(client):
     assert job["state"] == "done", job["error"]
 
 
-def test_corrupt_source_file_fails_the_job(client, service, tmp_path):
-    tone = write_tone(tmp_path / "src.wav", seconds=3.0)
+def test_uploaded_source_is_used_and_a_corrupt_one_fails_the_job(client, service, tmp_path):
+    tone = write_tone(tmp_path / "src.wav", seconds=6.0)
     with open(tone, "rb") as fh:
         file_id = client.post("/v1/files", files={"file": ("src.wav", fh, "audio/wav")}).json()["id"]
+    request = {**REQUEST, "task_type": "repaint", "src_audio": f"file:{file_id}", "repainting_start": 1.0,
+               "repainting_end": 4.0, "duration": 6.0}
+    good = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
+    assert good["state"] == "done", good["error"]
+    assert abs(good["results"][0]["duration"] - 6.0) < 0.05
     # the upload was fine; the file is damaged on disk afterwards
     service.store.upload_path(file_id).write_bytes(b"RIFF....WAVEfmt garbage")
-    request = {**REQUEST, "task_type": "repaint", "src_audio": f"file:{file_id}", "repainting_start": 0.5,
-               "repainting_end": 1.5, "duration": 3.0}
     job = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
-    assert job["state"] == "failed" and job["error"]
+    assert job["state"] == "failed"
+    assert "not a readable audio file" in job["error"] and "src.wav" in job["error"]
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
 
 
@@ -195,11 +199,11 @@ def test_restart_recovery(pipeline, tmp_path):
     # queue jobs without a worker, then leave the files as a crash in the middle of a job would
     second = EngineService(pipeline, results, log=lambda line: None)
     upload_path = second.store.new_upload_path("a" * 32, "src.wav")
-    write_tone(upload_path, seconds=3.0)
+    write_tone(upload_path, seconds=6.0)
     second.store.save_upload_meta("a" * 32, {"id": "a" * 32, "name": "src.wav", "file": "src.wav", "size": 1})
     queued = second.submit({**REQUEST, "caption": "still queued"})
     orphan = second.submit({**REQUEST, "task_type": "repaint", "src_audio": "file:" + "a" * 32,
-                            "repainting_start": 0.5, "repainting_end": 1.5, "duration": 3.0})
+                            "repainting_start": 1.0, "repainting_end": 4.0, "duration": 6.0})
     crashed = second.submit({**REQUEST, "caption": "was running"})
     record = json.loads((results / ".jobs" / f"{crashed.id}.json").read_text())
     record.update(state="running", started_at=record["created_at"])
