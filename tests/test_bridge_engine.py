@@ -1,9 +1,9 @@
 """Bridge flows against the real engine process on the tiny parity checkpoints.
 
 The engine runs as `python -m engine.cli engine --checkpoints tests/data/parity/checkpoints`;
-a simulated REAPER selects 8 bars at 96 BPM in 3/4 and the clip that comes back is checked:
-position, length in samples at 44.1 kHz, acid tempo/meter, bext time reference.
-Tasks the engine build does not run yet are skipped with the engine's own message.
+a simulated REAPER (and, for repaint, a simulated AbletonOSC with our Remote Script) selects 8 bars
+at 96 BPM in 3/4 and the clip that comes back is checked: position, length in samples at 44.1 kHz,
+acid tempo/meter, bext time reference. A task the engine refuses fails the test.
 
 Source tasks spend minutes in the VAE encoder on CPU (about 7 s per second of audio here), so
 repaint runs by default and continuation and stems only with ACE_COMPANION_SLOW_TESTS=1; the
@@ -22,7 +22,7 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from engine.client import EngineClient, EngineUnavailable
-from tests.bridge_support import SimulatedReaper, wait_until
+from tests.bridge_support import SimulatedAbletonOSC, SimulatedReaper, free_udp_port, timecode, wait_until
 from tests.test_bridge_flows import CLIP_FRAMES, HOST_SR, REGION, _check_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +127,36 @@ def test_real_engine_stems(flow):
     for inserted in reaper.inserted:
         assert inserted["new_track"]
         _check_clip(inserted["path"], REGION[0], CLIP_FRAMES)
+
+
+def test_real_engine_ableton_repaint_inserted_by_remote_script(engine_url, tmp_path):
+    """Live has no render API: the bridge reads a configured source file, the engine repaints the
+    loop-brace region, and the Remote Script inserts the clip on the arrangement at the loop start."""
+    import soundfile as sf
+    source = tmp_path / "export.wav"
+    sf.write(source, timecode(0.0, 30 * HOST_SR, HOST_SR).T, HOST_SR, subtype="FLOAT")
+    listen = free_udp_port()
+    clips = tmp_path / "clips"
+    live = SimulatedAbletonOSC(reply_port=listen, allowed_root=str(clips))
+    config = BridgeConfig(engine_url=engine_url, host="ableton", osc_port=0, ableton_port=live.port,
+                          ableton_listen_port=listen, ableton_insert_port=live.insert_port,
+                          output_dir=str(clips), source_file=str(source), project="Live Set",
+                          request_defaults={"caption": "slow waltz on felt piano", "inference_steps": 2, "seed": 5},
+                          job_timeout_s=600)
+    app = BridgeApp(config)
+    app.start()
+    try:
+        wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+                   and app.host_state.get("meter") == (3, 4))
+        live.set("tempo", 96.0)
+        wait_until(lambda: app.host_state.get("tempo") == 96.0)
+        record = _run(app, "repaint")
+        inserted = [c for t in live.song.tracks for c in t.arrangement_clips]
+        assert len(inserted) == 1
+        clip = inserted[0]
+        assert clip.start_time == pytest.approx(6.0) and clip.warping is False  # loop start, in beats
+        wav = _check_clip(clip.file_path, REGION[0], CLIP_FRAMES)
+        assert abs(wav.audio).max() > 0
+    finally:
+        app.stop()
+        live.close()
