@@ -17,9 +17,10 @@ Stages (each row of the table):
                 cross-attention K/V cache, so "first" is shown separately)
   VAE decode    latents -> 48 kHz stereo (tiled, 256-frame windows, like the engine)
 
-"peak MB" is the peak memory seen while the stage ran: CUDA `max_memory_allocated` on a GPU,
-on CPU the growth of the process's peak resident set (ru_maxrss) during the stage (0 when the
-stage fit in memory the process had already touched). Numbers on the tiny parity weights
+"peak MB" is the peak memory the stage itself added: CUDA `max_memory_allocated` on a GPU; on
+CPU (Linux) the highest resident set sampled every 2 ms while the stage ran, minus the resident
+set when it started (elsewhere: the growth of ru_maxrss, which reads 0 when an earlier stage had
+already reached a higher peak). Numbers on the tiny parity weights
 measure overheads, not model cost; `--full-size` builds the published 2B DiT architecture
 (2,393,872,518 parameters), a full-width Qwen3-Embedding-0.6B and the full Oobleck VAE with
 random weights (fp32 on CPU, about 13 GB of RAM; bf16 on CUDA). Keep CPU runs short with
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,18 +59,43 @@ class StageMeter:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        self.rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        else:
+            self.rss_before = _resident_bytes()
+            self.rss_peak = self.rss_before
+            self.maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            self._stop = threading.Event()
+            self._sampler = threading.Thread(target=self._sample_rss, daemon=True)
+            self._sampler.start()
         self.started = time.perf_counter()
         return self
+
+    def _sample_rss(self):
+        while not self._stop.wait(0.002):
+            self.rss_peak = max(self.rss_peak, _resident_bytes())
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             self.peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20
         else:
-            self.peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.rss_before) / 1024
+            self._stop.set()
+            self._sampler.join()
+            if self.rss_before:
+                self.rss_peak = max(self.rss_peak, _resident_bytes())
+                self.peak_mb = (self.rss_peak - self.rss_before) / 2 ** 20
+            else:  # no /proc: growth of the process's peak resident set
+                self.peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.maxrss_before) / 1024
         self.seconds = time.perf_counter() - self.started
         return False
+
+
+def _resident_bytes() -> int:
+    """Current resident set size from /proc (Linux), or 0 where there is none."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def load_tiny(device, dtype):
