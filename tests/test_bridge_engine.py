@@ -9,64 +9,37 @@ Source tasks spend most of their time in the tiny VAE's encoder on CPU (a minute
 the echo-engine flows in test_bridge_flows.py cover the same bridge paths with a stand-in pipeline.
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
-from engine.client import EngineClient, EngineUnavailable
+from engine.client import EngineClient
+from gui.engine_process import EngineProcess
 from tests.bridge_support import SimulatedAbletonOSC, SimulatedReaper, free_udp_port, timecode, wait_until
 from tests.test_bridge_flows import CLIP_FRAMES, HOST_SR, REGION, _check_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
 
-pytest.importorskip("engine.pipeline")
 pytestmark = pytest.mark.slow
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def engine_url(tmp_path_factory):
-    port = _free_tcp_port()
-    results = tmp_path_factory.mktemp("engine-results")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "engine", "--checkpoints", str(CHECKPOINTS),
-                             "--port", str(port), "--device", "cpu", "--results", str(results),
-                             "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    client = EngineClient(url, timeout=5)
-    deadline = time.monotonic() + 120
+    engine = EngineProcess(checkpoints=CHECKPOINTS, results=tmp_path_factory.mktemp("engine-results"),
+                           extra_args=["--device", "cpu", "--log-level", "warning"],
+                           log_path=tmp_path_factory.mktemp("engine-log") / "engine.log").start()
+    client = EngineClient(engine.url, timeout=5)
     try:
-        while True:
-            try:
-                client.health()
-                break
-            except EngineUnavailable:
-                if proc.poll() is not None:
-                    pytest.fail(f"engine exited: {proc.stderr.read()[-2000:]}")
-                if time.monotonic() > deadline:
-                    pytest.fail("engine did not come up within 120 s")
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            engine.wait_ready(client, timeout_s=120)
+        except RuntimeError as exc:  # the engine died or never answered: the message has its log tail
+            pytest.fail(str(exc))
+        yield engine.url
+    finally:
+        engine.stop(grace_s=20)
         client.close()
 
 
