@@ -6,12 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.actions import BASE_DIT, INSERT_MODES, SNAP_MODES
 from engine.client import DEFAULT_URL
 
+__all__ = ["BridgeConfig", "HOSTS", "INSERT_MODES", "RENDER_SOURCES", "SNAP_MODES", "default_output_dir"]
+
 HOSTS = ("auto", "reaper", "ableton", "midi", "none")
-ACTIONS = ("generate", "repaint", "continue", "cover", "stems", "extract")
-INSERT_MODES = ("replace", "add", "new_track", "none")  # add = on the selected track, nothing removed
-SNAP_MODES = ("nearest", "outward", "inward", "off")
 RENDER_SOURCES = ("master", "track")
 
 
@@ -59,7 +59,7 @@ class BridgeConfig:
     continue_bars: float | None = None  # None = as many bars as the region
     stems: tuple[str, ...] = ("drums", "bass", "vocals")
     # extract runs on a base DiT only (the engine refuses turbo); None = whatever the engine has loaded
-    extract_dit: str | None = "acestep-v15-base"
+    extract_dit: str | None = BASE_DIT
     request_defaults: dict[str, Any] = field(default_factory=dict)  # GenerationRequest fields
     job_timeout_s: float = 1800.0
     render_timeout_s: float = 120.0
