@@ -46,6 +46,7 @@ class HostAdapter:
 
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,
                track_name: str = "", replace: bool = False, length_s: float | None = None,
-               timeout_s: float = 30.0) -> None:
-        """Place `path` at `position_s` on `track` (None = selected) or on a new track."""
+               group: str = "", timeout_s: float = 30.0) -> None:
+        """Place `path` at `position_s` on `track` (None = selected) or on a new track. New tracks
+        with the same `group` (one action's stems) follow each other in insertion order."""
         raise AdapterError(f"{self.name} cannot insert clips")

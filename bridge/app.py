@@ -255,7 +255,7 @@ class BridgeApp:
         return cancelled
 
     # ================================================================ delivery
-    def _insert(self, path: str, clip: ClipPlan, mode: str) -> tuple[bool, str | None, str]:
+    def _insert(self, path: str, clip: ClipPlan, mode: str, group: str = "") -> tuple[bool, str | None, str]:
         if mode == "none":
             return False, None, "insertion is off: drag the clip from the window"
         adapter = self._daw("can_insert")
@@ -265,7 +265,7 @@ class BridgeApp:
         try:
             adapter.insert(path, clip.region.start_s, track=None, new_track=new_track,
                            track_name=clip.track_name or clip.label, replace=(mode == "replace" and not new_track),
-                           length_s=clip.region.length_s, timeout_s=self.config.insert_timeout_s)
+                           length_s=clip.region.length_s, group=group, timeout_s=self.config.insert_timeout_s)
         except AdapterError as exc:
             log.warning("insert through %s failed: %s", adapter.name, exc)
             return False, adapter.name, f"{exc}; drag the clip from the window instead"

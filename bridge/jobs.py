@@ -49,7 +49,7 @@ def region_pcm(result: dict[str, Any], host_sample_rate: int) -> bool:
 
 class JobFollower:
     def __init__(self, client: Any, config: Any, emit: Callable[[Event, Listener | None], None],
-                 place: Callable[[str, ClipPlan, str], tuple[bool, str | None, str]]):
+                 place: Callable[[str, ClipPlan, str, str], tuple[bool, str | None, str]]):
         self.client = client
         self.config = config
         self._emit = emit
@@ -112,7 +112,7 @@ class JobFollower:
                  notify: Listener | None) -> None:
         path, length_samples = self.make_clip(plan, clip, job_id, result, record.timings)
         clock = time.perf_counter()
-        inserted, adapter_name, message = self._place(path, clip, plan.insert_mode)
+        inserted, adapter_name, message = self._place(path, clip, plan.insert_mode, record.id)
         record.timings["insert_s"] = record.timings.get("insert_s", 0.0) + time.perf_counter() - clock
         first_bar = int(round(plan.tempo_map.seconds_to_bar(clip.region.start_s))) + 1
         info = {"path": path, "job_id": job_id, "position_s": clip.region.start_s, "bar": first_bar,

@@ -190,6 +190,13 @@ class SimulatedReaper:
         self.state.update(sel_start=f"{start_s:.9f}", sel_end=f"{end_s:.9f}")
         self.write_state()
 
+    def clear_selection(self) -> None:
+        """REAPER's "Remove time selection": the loop points (linked) and the selection go to 0."""
+        self.send("/loop/start/time", 0.0)
+        self.send("/loop/end/time", 0.0)
+        self.state.update(sel_start=f"{0.0:.9f}", sel_end=f"{0.0:.9f}")
+        self.write_state()
+
     def write_state(self) -> None:
         text = format_kv(self.state) + "".join(f"marker={m}\n" for m in self.markers)
         tmp = os.path.join(self.mailbox, f"state.txt.{threading.get_ident()}.tmp")
@@ -233,7 +240,7 @@ class SimulatedReaper:
     def _insert(self, cmd) -> str:
         self.inserted.append({"path": cmd["path"], "position": float(cmd["position"]), "track": int(cmd["track"]),
                               "new_track": cmd["new_track"] == "1", "track_name": cmd.get("track_name", ""),
-                              "replace": cmd["replace"] == "1"})
+                              "replace": cmd["replace"] == "1", "group": cmd.get("group", "")})
         return f"ok=1\npath={cmd['path']}\n"
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 mock = {
   now = 0, ext = {}, proj_ext = { ace_companion = { key = "A minor" } },
   sel = { 3.75, 18.75 }, cursor = 0, play_state = 0, project_name = "Demo.RPP", project_path = "/music/demo",
-  srate = 44100, markers = { { 0, 96, 3, 4 } },
+  srate = 44100, markers = { { 0, 96, 3, 4 } }, project_tempo = { 96, 3, 4 },  -- before the first marker
   info = { RENDER_SETTINGS = 32, RENDER_BOUNDSFLAG = 1, RENDER_STARTPOS = 0, RENDER_ENDPOS = 0,
            RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
   info_str = { RENDER_FILE = "/user/renders", RENDER_PATTERN = "$project", RENDER_FORMAT = "bDNwbQ==" },
@@ -31,7 +31,7 @@ function reaper.GetSet_LoopTimeRange2(_, is_set, is_loop, s, e, _)
 end
 function reaper.GetCursorPositionEx(_) return mock.cursor end
 function reaper.TimeMap_GetTimeSigAtTime(_, t)
-  local m = mock.markers[1]
+  local m = { 0, mock.project_tempo[1], mock.project_tempo[2], mock.project_tempo[3] }
   for _, marker in ipairs(mock.markers) do if marker[1] <= t then m = marker end end
   return m[3], m[4], m[2]
 end
@@ -63,6 +63,7 @@ end
 function reaper.SetMediaTrackInfo_Value(track, key, value) if key == "I_SOLO" then track.solo = value end end
 function reaper.GetSetMediaTrackInfo_String(track, key, value, is_set) if is_set then track.name = value end return true, track.name end
 function reaper.CountTracks(_) return #mock.tracks end
+function reaper.ValidatePtr2(_, ptr, _) return track_index(ptr) ~= nil end
 function reaper.GetTrack(_, i) return mock.tracks[i + 1] end
 function reaper.InsertTrackAtIndex(i, _) table.insert(mock.tracks, i + 1, new_track("")) end
 function reaper.EnumerateFiles(path, i)

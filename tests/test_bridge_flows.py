@@ -89,6 +89,16 @@ def test_reaper_repaint_eight_bars_of_three_four(reaper_flow):
     assert dominant_hz(middle) == pytest.approx(MARK_HZ, abs=2)  # the engine's new audio, not the old
 
 
+def test_reaper_repaint_after_removing_the_time_selection_is_refused(reaper_flow):
+    app, reaper, client, engine = reaper_flow
+    reaper.clear_selection()
+    wait_until(lambda: app.host_state.region() is None)
+    client.send(app.commands.port, "/acecomp/repaint")
+    error = client.wait_for("/acecomp/error")
+    assert error[0] == "repaint" and "no region selected" in error[1]
+    assert not client.all("/acecomp/job") and not engine.pipeline.requests and not reaper.renders
+
+
 def test_reaper_continue_places_new_bars_after_the_region(reaper_flow):
     app, reaper, client, engine = reaper_flow
     job_id = app.run_action("continue", {"bars": 8})
@@ -113,6 +123,7 @@ def test_reaper_stems_one_new_track_each_sample_aligned(reaper_flow):
     assert [r.track_name for r in engine.pipeline.requests] == ["drums", "bass"]
     assert {r.dit for r in engine.pipeline.requests} == {"acestep-v15-base"}  # extract needs a base DiT
     assert [i["track_name"] for i in reaper.inserted] == ["drums", "bass"]
+    assert {i["group"] for i in reaper.inserted} == {record.id}  # the script keeps one action's stems in order
     for inserted in reaper.inserted:
         assert inserted["new_track"] and inserted["position"] == pytest.approx(REGION[0], abs=1e-9)
         wav = _check_clip(inserted["path"], REGION[0], CLIP_FRAMES)

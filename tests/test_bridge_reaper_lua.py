@@ -56,6 +56,22 @@ def test_state_file_describes_the_project(reaper):
     assert state.tempo_map().qn_to_seconds(24 + 4) == pytest.approx(17.0)
 
 
+def test_first_marker_meter_starts_at_the_marker_not_at_bar_one(reaper):
+    """3/4 at 96 BPM from the project settings; the first marker, at bar 17, switches to 4/4 at 120."""
+    lua, mock, tick, box = reaper
+    bar_s = 3 * 60 / 96
+    mock.markers = lua.eval("{ {%r, 120, 4, 4} }" % (16 * bar_s))
+    tick()
+    values = state_from_mailbox(box.read_state())
+    assert values["tempo_map"] == [{"qn": 0.0, "bpm": 96.0, "num": 3, "den": 4},
+                                   {"qn": 48.0, "bpm": 120.0, "num": 4, "den": 4}]
+    state = HostState()
+    state.update("reaper", **values)
+    tempo_map = state.tempo_map()
+    assert tempo_map.bar_to_seconds(9) == pytest.approx(9 * bar_s)  # bar 10 starts at 16.875 s
+    assert tempo_map.bar_to_seconds(17) == pytest.approx(16 * bar_s + 2.0)  # one 4/4 bar at 120 = 2 s
+
+
 def test_render_sets_and_restores_render_settings(reaper, tmp_path):
     lua, mock, tick, box = reaper
     dest = tmp_path / "renders" / "ctx.wav"
@@ -119,3 +135,14 @@ def test_insert_on_a_new_named_track(reaper, tmp_path):
     reply = run_command(tick, box, "insert", path=str(tmp_path / "missing.wav"), position="0", track=-1,
                         new_track=0, track_name="", replace=0, length="")
     assert "cannot open" in reply["error"]
+
+
+def test_stems_tracks_come_out_in_the_order_asked(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    for name in ("drums", "bass", "vocals"):
+        clip = tmp_path / f"{name}.wav"
+        clip.write_bytes(b"RIFF")
+        reply = run_command(tick, box, "insert", path=str(clip), position="3.75", track=-1, new_track=1,
+                            track_name=name, replace=0, length="15", group="action1")
+        assert reply["ok"] == "1"
+    assert [t.name for t in mock.tracks.values()] == ["Drums", "Keys", "drums", "bass", "vocals"]

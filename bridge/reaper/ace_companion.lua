@@ -70,6 +70,7 @@ end
 
 local function tempo_markers(lines)
   local count = reaper.CountTempoTimeSigMarkers(0)
+  -- the project's tempo and meter before the first marker
   local num, den, bpm0 = reaper.TimeMap_GetTimeSigAtTime(0, 0)
   if count == 0 then
     lines[#lines + 1] = string.format("marker=0 %.6f %d %d", bpm0, num, den)
@@ -79,10 +80,11 @@ local function tempo_markers(lines)
     -- retval, timepos, measurepos, beatpos, bpm, timesig_num, timesig_denom, lineartempo
     local ok, timepos, _, _, bpm, m_num, m_den = reaper.GetTempoTimeSigMarker(0, i)
     if ok then
-      if m_num and m_num > 0 then num, den = m_num, m_den end  -- 0 = meter unchanged here
       if i == 0 and timepos > 0 then
+        -- before the first marker: the project meter, not the marker's (that starts at the marker)
         lines[#lines + 1] = string.format("marker=0 %.6f %d %d", bpm0, num, den)
       end
+      if m_num and m_num > 0 then num, den = m_num, m_den end  -- 0 = meter unchanged here
       lines[#lines + 1] = string.format("marker=%.9f %.6f %d %d", timepos, bpm, num, den)
     end
   end
@@ -182,6 +184,7 @@ local function render(cmd)
 end
 
 -- ------------------------------------------------------------------ insert
+local group_tracks = {}  -- action id -> the new track its last stem went to, so stems keep their order
 local function clear_range(track, pos, len)
   -- Split items at both edges, then delete what lies inside [pos, pos+len).
   local finish = pos + len
@@ -212,10 +215,14 @@ local function insert(cmd)
   if cmd.new_track == "1" then
     local at = reaper.CountTracks(0)
     local selected = reaper.GetSelectedTrack(0, 0)
+    local previous = group_tracks[cmd.group or ""]  -- the track this action made last (stems)
+    if previous and not reaper.ValidatePtr2(0, previous, "MediaTrack*") then previous = nil end
     if index >= 0 then at = index + 1
+    elseif previous then at = math.floor(reaper.GetMediaTrackInfo_Value(previous, "IP_TRACKNUMBER"))
     elseif selected then at = math.floor(reaper.GetMediaTrackInfo_Value(selected, "IP_TRACKNUMBER")) end
     reaper.InsertTrackAtIndex(at, true)
     track = reaper.GetTrack(0, at)
+    if cmd.group and cmd.group ~= "" then group_tracks[cmd.group] = track end
     if cmd.track_name and cmd.track_name ~= "" then
       reaper.GetSetMediaTrackInfo_String(track, "P_NAME", cmd.track_name, true)
     end

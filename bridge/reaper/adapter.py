@@ -122,8 +122,9 @@ def state_from_mailbox(fields: dict[str, Any]) -> dict[str, Any]:
         return value if value == value and abs(value) != float("inf") else None
 
     start, end = num("sel_start"), num("sel_end")
-    if start is not None and end is not None and 0 <= start < end:
-        out["region_s"] = (start, end)
+    if start is not None and end is not None:
+        # no time selection (REAPER reports 0..0) clears the region, never keeps the old one
+        out["region_s"] = (start, end) if 0 <= start < end else None
     if (tempo := num("tempo")) and tempo > 0:
         out["tempo"] = tempo
     meter = str(fields.get("meter", ""))
@@ -187,6 +188,10 @@ class ReaperAdapter(HostAdapter):
         self._threads: list[threading.Thread] = []
         self._state_mtime: float | None = None
         self._loop: dict[str, float] = {}
+        self.edge_pair_s = 0.05
+        self._edge_lock = threading.Lock()
+        self._edges_pending: set[str] = set()
+        self._edge_timer: threading.Timer | None = None
         self._map_osc()
 
     # ------------------------------------------------------------- lifecycle
@@ -201,6 +206,9 @@ class ReaperAdapter(HostAdapter):
 
     def stop(self) -> None:
         self._stop.set()
+        with self._edge_lock:
+            if self._edge_timer is not None:
+                self._edge_timer.cancel()
         for t in self._threads:
             t.join(timeout=3)
         self.osc.stop()
@@ -238,6 +246,9 @@ class ReaperAdapter(HostAdapter):
         return handler
 
     def _loop_edge(self, edge: str):
+        """REAPER sends the two loop edges as separate messages, and only the ones that changed.
+        An edge waits for its partner (up to `edge_pair_s`), so a selection that moves never
+        shows a region mixing its new start with its old end."""
         def handler(sender, address, *args):
             self.seen()
             try:
@@ -246,13 +257,32 @@ class ReaperAdapter(HostAdapter):
                     raise OscArgumentError(f"loop {edge} {value} is negative")
             except OscArgumentError as exc:
                 return self._bad(address, exc)
-            self._loop[edge] = value
-            start, end = self._loop.get("start"), self._loop.get("end")
-            if start is not None and end is not None and end > start:
-                # REAPER links loop points to the time selection by default; the script's
-                # time selection (when running) updates the same field.
-                self.host_state.update(SOURCE, region_s=(start, end))
+            with self._edge_lock:
+                self._loop[edge] = value
+                self._edges_pending.add(edge)
+                if self._edge_timer is not None:
+                    self._edge_timer.cancel()
+                    self._edge_timer = None
+                if self._edges_pending != {"start", "end"}:
+                    self._edge_timer = threading.Timer(self.edge_pair_s, self._apply_loop)
+                    self._edge_timer.daemon = True
+                    self._edge_timer.start()
+                    return
+            self._apply_loop()
         return handler
+
+    def _apply_loop(self) -> None:
+        with self._edge_lock:
+            if self._edge_timer is not None:
+                self._edge_timer.cancel()
+                self._edge_timer = None
+            self._edges_pending.clear()
+            start, end = self._loop.get("start"), self._loop.get("end")
+        if start is None or end is None:
+            return
+        # REAPER links loop points to the time selection by default; no selection = 0..0 = no region.
+        # The script's time selection (when running) updates the same field.
+        self.host_state.update(SOURCE, region_s=(start, end) if end > start else None)
 
     def _transport(self, field: str):
         def handler(sender, address, *args):
@@ -361,8 +391,8 @@ class ReaperAdapter(HostAdapter):
 
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,
                track_name: str = "", replace: bool = False, length_s: float | None = None,
-               timeout_s: float = 30.0) -> None:
+               group: str = "", timeout_s: float = 30.0) -> None:
         self._command("insert", timeout_s, path=os.path.abspath(path), position=f"{position_s:.9f}",
                       track=-1 if track is None else int(track), new_track=new_track,
                       track_name=track_name.replace("\n", " "), replace=replace,
-                      length="" if length_s is None else f"{length_s:.9f}")
+                      length="" if length_s is None else f"{length_s:.9f}", group=group)
