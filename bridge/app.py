@@ -94,7 +94,7 @@ class BridgeApp:
             makers.append(("reaper", lambda: ReaperAdapter(
                 self.host_state, listen_host=cfg.osc_host, listen_port=cfg.reaper_listen_port,
                 reaper_host=cfg.reaper_host, reaper_port=cfg.reaper_port, mailbox=cfg.reaper_mailbox,
-                web_url=cfg.reaper_web_url)))
+                web_url=cfg.reaper_web_url, wake_action=cfg.reaper_wake_action)))
         if host in ("auto", "ableton"):
             from bridge.ableton.adapter import AbletonAdapter
             makers.append(("ableton", lambda: AbletonAdapter(
@@ -187,9 +187,8 @@ class BridgeApp:
             file_id = self.sources.file_id(plan, record.timings)
             clock = time.perf_counter()
             for request in plan.requests:
-                if file_id is not None:
-                    request["src_audio"] = f"file:{file_id}"
-                record.job_ids.append(self.client.submit(request, priority=plan.priority))
+                job_id, file_id = self._submit(request, file_id, plan.priority)
+                record.job_ids.append(job_id)
             record.timings["submit_s"] = time.perf_counter() - clock
         except EngineUnavailable as exc:
             raise BridgeError(f"the engine is not running: {exc}") from None
@@ -211,6 +210,22 @@ class BridgeApp:
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return record.job_ids[0]
+
+    def _submit(self, request: dict[str, Any], file_id: str | None, priority: str) -> tuple[str, str | None]:
+        """Submit one request with the source `file:<id>`; when the engine has dropped that upload
+        (uploads expire), send the bridge's copy again once. Returns (job id, file id)."""
+        if file_id is not None:
+            request["src_audio"] = f"file:{file_id}"
+        try:
+            return self.client.submit(request, priority=priority), file_id
+        except EngineHTTPError as exc:
+            if file_id is None or "unknown file id" not in exc.message:
+                raise
+            file_id = self.sources.upload_again(file_id)
+            if file_id is None:
+                raise
+            request["src_audio"] = f"file:{file_id}"
+            return self.client.submit(request, priority=priority), file_id
 
     def _follow(self, record: ActionRecord, plan: ActionPlan, notify: Listener | None) -> None:
         try:

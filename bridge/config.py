@@ -35,6 +35,7 @@ class BridgeConfig:
     reaper_web_url: str | None = None  # e.g. http://127.0.0.1:8080 for BEATPOS (meter)
     reaper_mailbox: str | None = None  # folder shared with ace_companion.lua
     render_source: str = "master"  # what REAPER renders as source audio: master mix or the selected track
+    reaper_wake_action: str | None = None  # command id of ace_companion_wake.lua, run over OSC per command
     # Ableton: AbletonOSC on 11000, replies on 11001; our Remote Script on 11010
     live_host: str = "127.0.0.1"
     ableton_port: int = 11000
@@ -51,6 +52,7 @@ class BridgeConfig:
     sample_format: str = "pcm24"
     source_file: str | None = None  # project mix from time 0 (hosts that cannot render)
     source_offset_s: float = 0.0  # project time of the source file's first sample
+    source_cache: bool = True  # reuse the uploaded source while the project/file is unchanged
     snap: str = "nearest"
     insert_mode: str = "replace"
     fade_ms: float = 10.0

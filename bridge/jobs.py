@@ -128,6 +128,7 @@ class JobFollower:
         Region PCM (the engine honoured `output_region`): the audio is already the clip at the
         host rate, so it is written as it comes. Otherwise the whole window is resampled and cut."""
         clock = time.perf_counter()
+        os.makedirs(self.config.work_folder, exist_ok=True)
         work = os.path.join(self.config.work_folder, f"result-{job_id}-{result.get('index', 0)}.wav")
         self.client.download(result.get("url") or result["file_id"], work)
         try:

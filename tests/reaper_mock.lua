@@ -8,10 +8,13 @@ mock = {
            RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
   info_str = { RENDER_FILE = "/user/renders", RENDER_PATTERN = "$project", RENDER_FORMAT = "bDNwbQ==" },
   tracks = {}, selected = nil, undo = {}, actions = {}, deferred = nil, render_size = 4096,
+  change_count = 7, script_path = "",
 }
 
+local guids = 0
 local function new_track(name)
-  return { name = name, items = {}, solo = 0 }
+  guids = guids + 1
+  return { name = name, items = {}, solo = 0, guid = "{TRACK-" .. guids .. "}" }
 end
 mock.tracks = { new_track("Drums"), new_track("Keys") }
 mock.selected = mock.tracks[2]
@@ -23,6 +26,13 @@ end
 
 reaper = {}
 function reaper.GetExtState(section, key) return (mock.ext[section] or {})[key] or "" end
+function reaper.SetExtState(section, key, value, _)
+  mock.ext[section] = mock.ext[section] or {}
+  mock.ext[section][key] = value
+end
+function reaper.GetProjectStateChangeCount(_) return mock.change_count end
+function reaper.get_action_context() return false, mock.script_path, 0, 0, 0, 0, 0, "" end
+function reaper.GetTrackGUID(track) return track.guid end
 -- py_makedirs / py_listdir are provided by the Python test (lupa has no popen)
 function reaper.RecursiveCreateDirectory(path, _) py_makedirs(path); return 1 end
 function reaper.GetResourcePath() return "/tmp" end
@@ -63,7 +73,6 @@ end
 function reaper.SetMediaTrackInfo_Value(track, key, value) if key == "I_SOLO" then track.solo = value end end
 function reaper.GetSetMediaTrackInfo_String(track, key, value, is_set) if is_set then track.name = value end return true, track.name end
 function reaper.CountTracks(_) return #mock.tracks end
-function reaper.ValidatePtr2(_, ptr, _) return track_index(ptr) ~= nil end
 function reaper.GetTrack(_, i) return mock.tracks[i + 1] end
 function reaper.InsertTrackAtIndex(i, _) table.insert(mock.tracks, i + 1, new_track("")) end
 function reaper.EnumerateFiles(path, i)

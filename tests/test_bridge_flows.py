@@ -8,8 +8,8 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from bridge.wavchunks import read_wav
-from tests.bridge_support import (MARK_HZ, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
-                                  free_udp_port, timecode, wait_until)
+from tests.bridge_support import (MARK_HZ, WAKE_ACTION, OscPeer, SimulatedAbletonOSC, SimulatedReaper,
+                                  echo_engine, free_udp_port, timecode, wait_until)
 
 HOST_SR = 44100
 BAR_S = 3 * 60 / 96  # one 3/4 bar at 96 BPM = 1.875 s
@@ -31,15 +31,24 @@ def dominant_hz(signal, sr=HOST_SR):
     return np.argmax(spectrum) * sr / len(signal)
 
 
+def start_reaper_bridge(tmp_path, engine, **config_changes):
+    """A simulated REAPER (woken over OSC) and a bridge talking to it and to `engine`."""
+    reaper = SimulatedReaper(str(tmp_path / "mailbox"), sample_rate=HOST_SR)
+    config = BridgeConfig(engine_url=engine.url, host="reaper", osc_port=0, reaper_listen_port=0,
+                          reaper_port=reaper.osc.port, reaper_wake_action=WAKE_ACTION,
+                          reaper_mailbox=reaper.mailbox, output_dir=str(tmp_path / "clips"),
+                          request_defaults={"caption": "warm keys"}, render_timeout_s=5, insert_timeout_s=5,
+                          **config_changes)
+    app = BridgeApp(config)
+    app.start()
+    reaper.bridge_port = app.adapters["reaper"].listen_port
+    return app, reaper
+
+
 @pytest.fixture
 def reaper_flow(tmp_path):
     with echo_engine(tmp_path) as engine:
-        config = BridgeConfig(engine_url=engine.url, host="reaper", osc_port=0, reaper_listen_port=0,
-                              reaper_mailbox=str(tmp_path / "mailbox"), output_dir=str(tmp_path / "clips"),
-                              request_defaults={"caption": "warm keys"}, render_timeout_s=5, insert_timeout_s=5)
-        app = BridgeApp(config)
-        app.start()
-        reaper = SimulatedReaper(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
+        app, reaper = start_reaper_bridge(tmp_path, engine)
         reaper.set_tempo(96, 3, 4)
         reaper.select(*REGION)
         wait_until(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR

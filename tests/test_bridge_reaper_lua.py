@@ -77,7 +77,7 @@ def test_render_sets_and_restores_render_settings(reaper, tmp_path):
     dest = tmp_path / "renders" / "ctx.wav"
     dest.parent.mkdir()
     reply = run_command(tick, box, "render", start="1.875", end="20.625", path=str(dest))
-    assert reply == {"ok": "1", "path": str(dest)}
+    assert reply == {"ok": "1", "path": str(dest), "change_count": "7"}
     seen = mock.seen_render
     assert (seen.settings, seen.bounds, seen.start, seen.finish, seen.channels) == (0, 0, 1.875, 20.625, 2)
     assert seen.file == str(dest.parent) and seen.pattern == "ctx" and seen.format == "ZXZhdxgAAA=="
@@ -146,3 +146,30 @@ def test_stems_tracks_come_out_in_the_order_asked(reaper, tmp_path):
                             track_name=name, replace=0, length="15", group="action1")
         assert reply["ok"] == "1"
     assert [t.name for t in mock.tracks.values()] == ["Drums", "Keys", "drums", "bass", "vocals"]
+
+
+def test_render_is_skipped_when_the_project_has_not_changed(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    tick()
+    assert box.read_state()["change_count"] == "7"
+    first = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "a.wav"))
+    assert first["path"] == str(tmp_path / "a.wav") and first["change_count"] == "7"
+    again = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "b.wav"), unchanged_since="7")
+    assert again == {"ok": "1", "unchanged": "1", "change_count": "7"}
+    assert list(mock.actions.values()) == [42230]  # rendered once
+    mock.change_count = 8  # the user edited something
+    edited = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "c.wav"), unchanged_since="7")
+    assert edited["path"] == str(tmp_path / "c.wav") and edited["change_count"] == "8"
+    assert list(mock.actions.values()) == [42230, 42230]
+
+
+def test_wake_script_answers_a_command_at_once(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    mock.script_path = str(SCRIPT.with_name("ace_companion_wake.lua"))
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")
+    cmd_id = box.send("insert", path=str(clip), position="3.75", track=-1, new_track=0, track_name="",
+                      replace=0, length="15")
+    lua.execute(SCRIPT.with_name("ace_companion_wake.lua").read_text())  # what /action/_RS... runs; no tick
+    assert box.wait(cmd_id, timeout_s=0.1)["ok"] == "1"
+    assert len(list(mock.tracks[2]["items"].values())) == 1

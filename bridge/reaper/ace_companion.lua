@@ -8,6 +8,12 @@
 --   cmd-<id>.txt     written by the bridge: command=render or command=insert, plus fields
 --   cmd-<id>.done    written here: ok=1 (and path=) or error=<message>
 --
+-- The loop looks for commands every 0.1 s. To answer at once, register ace_companion_wake.lua
+-- as an action too and give the bridge its command id (--reaper-wake-action _RS...): the bridge
+-- then runs it over REAPER's OSC (/action/_RS...) right after dropping a command.
+-- Renders are skipped when the project has not changed since the bridge's last render of the
+-- same span (GetProjectStateChangeCount): the reply says unchanged=1 and the bridge reuses it.
+--
 -- The folder is ~/.ace-companion/reaper unless ExtState "ace_companion"/"mailbox" names another
 -- (set it with reaper.SetExtState("ace_companion", "mailbox", "/some/folder", true)).
 -- The project key is read from project ExtState "ace_companion"/"key" (saved in the .rpp); set it
@@ -91,7 +97,7 @@ local function tempo_markers(lines)
 end
 
 local function state_text()
-  local lines = { "version=1" }
+  local lines = { "version=1", "change_count=" .. reaper.GetProjectStateChangeCount(0) }
   local sel_start, sel_end = reaper.GetSet_LoopTimeRange2(0, false, false, 0, 0, false)
   lines[#lines + 1] = string.format("sel_start=%.9f", sel_start)
   lines[#lines + 1] = string.format("sel_end=%.9f", sel_end)
@@ -128,6 +134,10 @@ local function render(cmd)
   local start_s, end_s, path = tonumber(cmd.start), tonumber(cmd["end"]), cmd.path
   if not (start_s and end_s and path) or end_s <= start_s then
     return "error=render needs start < end and a path\n"
+  end
+  local count = reaper.GetProjectStateChangeCount(0)
+  if cmd.unchanged_since and tonumber(cmd.unchanged_since) == count then
+    return "ok=1\nunchanged=1\nchange_count=" .. count .. "\n"  -- the bridge has this render already
   end
   local dir, base = path:match("^(.*)[/\\]([^/\\]+)%.wav$")
   if not dir then return "error=render path must end in .wav: " .. one_line(path) .. "\n" end
@@ -180,11 +190,27 @@ local function render(cmd)
   local size = fh:seek("end")
   fh:close()
   if size < 1024 then return "error=the render of " .. one_line(path) .. " is empty\n" end
-  return "ok=1\npath=" .. path .. "\n"
+  -- counted after restoring the settings, so that our own changes do not mark the project changed
+  return "ok=1\npath=" .. path .. "\nchange_count=" .. reaper.GetProjectStateChangeCount(0) .. "\n"
 end
 
 -- ------------------------------------------------------------------ insert
-local group_tracks = {}  -- action id -> the new track its last stem went to, so stems keep their order
+-- The new track an action's last stem went to (by GUID, in ExtState: the wake script runs in a
+-- fresh Lua state each time), so that an action's stems keep their order.
+local function group_track(group)
+  if not group or group == "" then return nil end
+  local saved_group, guid = reaper.GetExtState(EXT, "stem_track"):match("^(.-)|(.*)$")
+  if saved_group ~= group then return nil end
+  for i = 0, reaper.CountTracks(0) - 1 do
+    local tr = reaper.GetTrack(0, i)
+    if reaper.GetTrackGUID(tr) == guid then return tr end
+  end
+  return nil
+end
+
+local function remember_group_track(group, track)
+  if group and group ~= "" then reaper.SetExtState(EXT, "stem_track", group .. "|" .. reaper.GetTrackGUID(track), false) end
+end
 local function clear_range(track, pos, len)
   -- Split items at both edges, then delete what lies inside [pos, pos+len).
   local finish = pos + len
@@ -215,14 +241,13 @@ local function insert(cmd)
   if cmd.new_track == "1" then
     local at = reaper.CountTracks(0)
     local selected = reaper.GetSelectedTrack(0, 0)
-    local previous = group_tracks[cmd.group or ""]  -- the track this action made last (stems)
-    if previous and not reaper.ValidatePtr2(0, previous, "MediaTrack*") then previous = nil end
+    local previous = group_track(cmd.group)  -- the track this action made last (stems)
     if index >= 0 then at = index + 1
     elseif previous then at = math.floor(reaper.GetMediaTrackInfo_Value(previous, "IP_TRACKNUMBER"))
     elseif selected then at = math.floor(reaper.GetMediaTrackInfo_Value(selected, "IP_TRACKNUMBER")) end
     reaper.InsertTrackAtIndex(at, true)
     track = reaper.GetTrack(0, at)
-    if cmd.group and cmd.group ~= "" then group_tracks[cmd.group] = track end
+    remember_group_track(cmd.group, track)
     if cmd.track_name and cmd.track_name ~= "" then
       reaper.GetSetMediaTrackInfo_String(track, "P_NAME", cmd.track_name, true)
     end
@@ -295,5 +320,9 @@ local function loop()
   reaper.defer(loop)
 end
 
-reaper.atexit(function() os.remove(mailbox .. "/state.txt") end)
-loop()
+if ACE_COMPANION_ONCE then
+  handle_commands()  -- run by ace_companion_wake.lua: answer the waiting commands now, then end
+else
+  reaper.atexit(function() os.remove(mailbox .. "/state.txt") end)
+  loop()
+end
