@@ -22,7 +22,7 @@ from bridge.errors import BridgeError
 from bridge.grid import GridError, Region, TempoMap
 from engine.request import (BASE_ONLY_TASKS, TIME_SIGNATURES, TRACK_NAMES, GenerationRequest, RequestError,
                             is_valid_keyscale)
-from engine.units import MAX_REGION_S, MIN_REGION_S
+from engine.units import MAX_REGION_S, MIN_REGION_S, SAMPLE_RATE
 
 BASE_DIT = "acestep-v15-base"
 
@@ -183,9 +183,11 @@ def _region(overrides: dict[str, Any], host: HostView, tempo_map: TempoMap) -> R
 
 
 def _on_samples(window: grid.ContextWindow, sample_rate: int) -> grid.ContextWindow:
-    """Move the window edges onto host samples, so cuts later are whole samples."""
-    start = round(window.start_s * sample_rate) / sample_rate
-    end = round(window.end_s * sample_rate) / sample_rate
+    """Widen the window edges onto instants that are whole samples both at the host rate and at
+    the engine's 48 kHz (every 1/300 s for 44.1 kHz), so renders and cuts are sample-exact at both."""
+    step = math.gcd(int(sample_rate), SAMPLE_RATE)
+    start = math.floor(window.start_s * step + 1e-9) / step
+    end = math.ceil(window.end_s * step - 1e-9) / step
     region = window.region
     return grid.ContextWindow(start, end, region, region.start_s - start, region.end_s - start)
 

@@ -18,6 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import soundfile as sf
+
 from bridge import grid
 from bridge.actions import ActionPlan, no_source_message
 from bridge.adapters import AdapterError
@@ -56,19 +58,21 @@ class SourceFetcher:
         start_s, end_s = plan.source_span
         key = self._key(plan)
         cached = self._cache.get(key) if self.config.source_cache else None
-        clock = time.perf_counter()
-        audio, version = self._audio(start_s, end_s, plan.source_file, cached.version if cached else None)
-        timings["source_s"] = time.perf_counter() - clock
-        if audio is None and cached is not None:  # unchanged since the last upload: refer to it
-            self._cache.move_to_end(key)
-            return cached.file_id
         folder = os.path.join(self.config.work_folder, "sources")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"context-{uuid.uuid4().hex[:10]}.wav")
         clock = time.perf_counter()
-        write_context(path, audio)
-        timings["context_write_s"] = time.perf_counter() - clock
+        ready, audio, version = self._source(start_s, end_s, plan.source_file, cached.version if cached else None,
+                                             path)
+        timings["source_s"] = time.perf_counter() - clock
+        if not ready and audio is None and cached is not None:  # unchanged since the last upload: refer to it
+            self._cache.move_to_end(key)
+            return cached.file_id
         try:
+            if not ready:
+                clock = time.perf_counter()
+                write_context(path, audio)
+                timings["context_write_s"] = time.perf_counter() - clock
             clock = time.perf_counter()
             file_id = self._upload(path)
             timings["upload_s"] = time.perf_counter() - clock
@@ -116,42 +120,55 @@ class SourceFetcher:
         self.uploads += 1
         return self.client.upload(path)
 
-    def _audio(self, start_s: float, end_s: float, source_file: str | None, since: str | None):
-        """(48 kHz audio of project time [start_s, end_s), its version); audio None when the
-        source is unchanged since version `since`."""
+    def _source(self, start_s: float, end_s: float, source_file: str | None, since: str | None, path: str):
+        """Project time [start_s, end_s) at 48 kHz: (ready, audio, version). `ready`: the DAW
+        rendered it at 48 kHz straight into `path`, to upload as it is; else `audio` holds it,
+        or is None when the source is unchanged since version `since`."""
         try:
             if source_file:
                 version = file_version(source_file)
                 if since is not None and version == since:
-                    return None, version
+                    return False, None, version
                 audio = source_excerpt(source_file, start_s, end_s, ENGINE_SAMPLE_RATE, self.config.source_offset_s)
-                return audio, version
-            return self._rendered(start_s, end_s, since)
+                return False, audio, version
+            return self._rendered(start_s, end_s, since, path)
         except ClipError as exc:
             raise BridgeError(str(exc)) from None
 
-    def _rendered(self, start_s: float, end_s: float, since: str | None):
+    def _rendered(self, start_s: float, end_s: float, since: str | None, path: str):
         adapter = self._renderer()
         if adapter is None:
             raise BridgeError(no_source_message(self._adapter_names()))
-        dest = os.path.join(self.config.work_folder, f"render-{uuid.uuid4().hex[:10]}.wav")
         try:
-            path, version = adapter.render_if_changed(start_s, end_s, dest, since, timeout_s=self.config.render_timeout_s,
-                                                      source=self.config.render_source)
-            if path is None:
-                return None, version
-            self.renders += 1
-            audio, sr = read_audio(path)
+            rendered, version = adapter.render_if_changed(start_s, end_s, path, since,
+                                                          timeout_s=self.config.render_timeout_s,
+                                                          source=self.config.render_source,
+                                                          sample_rate=ENGINE_SAMPLE_RATE)
         except AdapterError as exc:
+            remove_quietly(path)
             raise BridgeError(str(exc)) from None
-        finally:
-            remove_quietly(dest)
-        expected_samples = grid.span_samples(start_s, end_s, sr)
-        if audio.shape[1] < 0.98 * expected_samples:
-            raise BridgeError(f"{adapter.name} rendered {audio.shape[1] / sr:.2f} s instead of "
+        if rendered is None:
+            return False, None, version
+        self.renders += 1
+        try:
+            info = sf.info(rendered)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            remove_quietly(rendered)
+            raise BridgeError(f"cannot read {adapter.name}'s render {rendered}: {exc}") from None
+        expected_samples = grid.span_samples(start_s, end_s, info.samplerate)
+        if info.frames < 0.98 * expected_samples:
+            remove_quietly(rendered)
+            raise BridgeError(f"{adapter.name} rendered {info.frames / info.samplerate:.2f} s instead of "
                               f"{(end_s - start_s):.2f} s: the render is incomplete (cancelled or failed?)")
-        audio = resample(take(audio, 0, expected_samples), sr, ENGINE_SAMPLE_RATE)
-        return take(audio, 0, grid.span_samples(start_s, end_s, ENGINE_SAMPLE_RATE)), version
+        if (rendered == path and info.samplerate == ENGINE_SAMPLE_RATE and info.channels == 2
+                and info.format == "WAV" and abs(info.frames - expected_samples) <= 1):
+            return True, None, version  # already what the engine takes: no read, resample or write
+        try:
+            audio, sr = read_audio(rendered)
+        finally:
+            remove_quietly(rendered)
+        audio = resample(take(audio, 0, grid.span_samples(start_s, end_s, sr)), sr, ENGINE_SAMPLE_RATE)
+        return False, take(audio, 0, grid.span_samples(start_s, end_s, ENGINE_SAMPLE_RATE)), version
 
 
 def file_version(path: str) -> str:

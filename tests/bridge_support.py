@@ -188,6 +188,7 @@ class SimulatedReaper:
         self.inserted: list[dict] = []
         self.renders: list[dict] = []
         self.wakes = 0
+        self.busy_s: list[tuple[str, str, float]] = []  # (command, path, seconds the "DAW" spent on it)
         self.render_mode = "ok"  # ok | truncated | silent (no answer: REAPER gone)
         self._stop = threading.Event()
         self._commands = threading.Lock()
@@ -263,7 +264,9 @@ class SimulatedReaper:
                 with open(path) as fh:
                     cmd = parse_kv(fh.read())
                 os.remove(path)
+                started = time.perf_counter()
                 reply = getattr(self, "_" + cmd["command"])(cmd)
+                self.busy_s.append((cmd["command"], cmd.get("path", ""), time.perf_counter() - started))
                 with open(os.path.join(self.mailbox, f"cmd-{cmd['id']}.done.tmp"), "w") as fh:
                     fh.write(reply)
                 os.replace(os.path.join(self.mailbox, f"cmd-{cmd['id']}.done.tmp"),
@@ -273,13 +276,14 @@ class SimulatedReaper:
         start, end = float(cmd["start"]), float(cmd["end"])
         if cmd.get("unchanged_since") == str(self.change_count):
             return f"ok=1\nunchanged=1\nchange_count={self.change_count}\n"
-        self.renders.append({"start": start, "end": end, "source": cmd.get("source")})
-        a = int(round(start * self.sample_rate))
-        frames = int(round(end * self.sample_rate)) - a
-        audio = timecode(a / self.sample_rate, frames, self.sample_rate)
+        rate = int(cmd.get("rate") or self.sample_rate)  # REAPER renders at the asked rate
+        self.renders.append({"start": start, "end": end, "source": cmd.get("source"), "rate": rate})
+        a = int(round(start * rate))
+        frames = int(round(end * rate)) - a
+        audio = timecode(a / rate, frames, rate)
         if self.render_mode == "truncated":
             audio = audio[:, : frames // 3]
-        sf.write(cmd["path"], audio.T, self.sample_rate, subtype="PCM_24")
+        sf.write(cmd["path"], audio.T, rate, subtype="PCM_24")
         return f"ok=1\npath={cmd['path']}\nchange_count={self.change_count}\n"
 
     def _insert(self, cmd) -> str:

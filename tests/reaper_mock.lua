@@ -5,7 +5,7 @@ mock = {
   sel = { 3.75, 18.75 }, cursor = 0, play_state = 0, project_name = "Demo.RPP", project_path = "/music/demo",
   srate = 44100, markers = { { 0, 96, 3, 4 } }, project_tempo = { 96, 3, 4 },  -- before the first marker
   info = { RENDER_SETTINGS = 32, RENDER_BOUNDSFLAG = 1, RENDER_STARTPOS = 0, RENDER_ENDPOS = 0,
-           RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
+           RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, RENDER_SRATE = 0, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
   info_str = { RENDER_FILE = "/user/renders", RENDER_PATTERN = "$project", RENDER_FORMAT = "bDNwbQ==" },
   tracks = {}, selected = nil, undo = {}, actions = {}, deferred = nil, render_size = 4096,
   change_count = 7, script_path = "",
@@ -89,6 +89,7 @@ function reaper.Main_OnCommand(id, _)
   mock.actions[#mock.actions + 1] = id
   mock.seen_render = { settings = mock.info.RENDER_SETTINGS, bounds = mock.info.RENDER_BOUNDSFLAG,
     start = mock.info.RENDER_STARTPOS, finish = mock.info.RENDER_ENDPOS, channels = mock.info.RENDER_CHANNELS,
+    srate = mock.info.RENDER_SRATE,
     format = mock.info_str.RENDER_FORMAT, file = mock.info_str.RENDER_FILE, pattern = mock.info_str.RENDER_PATTERN,
     solo_drums = mock.tracks[1].solo, solo_keys = mock.tracks[2].solo }
   if id == 42230 and mock.render_size > 0 then

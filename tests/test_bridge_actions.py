@@ -44,7 +44,9 @@ def test_repaint_window_around_the_region_on_host_samples_and_bars():
     (request,), (clip,) = plan.requests, plan.clips
     start_s, end_s = plan.source_span
     assert start_s < REGION.start_s and end_s > REGION.end_s
-    assert round(start_s * HOST_SR) == pytest.approx(start_s * HOST_SR, abs=1e-6)  # whole host samples
+    for rate in (HOST_SR, 48000):  # whole samples at the host's and the engine's rate
+        assert round(start_s * rate) == pytest.approx(start_s * rate, abs=1e-6)
+        assert round(end_s * rate) == pytest.approx(end_s * rate, abs=1e-6)
     assert request["repainting_start"] == pytest.approx(REGION.start_s - start_s, abs=1e-6)
     assert request["repainting_end"] - request["repainting_start"] == pytest.approx(REGION.length_s, abs=1e-6)
     assert (request["bpm"], request["timesignature"], request["keyscale"]) == (96, "3", "A minor")

@@ -76,14 +76,16 @@ def test_render_sets_and_restores_render_settings(reaper, tmp_path):
     lua, mock, tick, box = reaper
     dest = tmp_path / "renders" / "ctx.wav"
     dest.parent.mkdir()
-    reply = run_command(tick, box, "render", start="1.875", end="20.625", path=str(dest))
+    reply = run_command(tick, box, "render", start="1.875", end="20.625", path=str(dest), rate="48000")
     assert reply == {"ok": "1", "path": str(dest), "change_count": "7"}
     seen = mock.seen_render
     assert (seen.settings, seen.bounds, seen.start, seen.finish, seen.channels) == (0, 0, 1.875, 20.625, 2)
+    assert seen.srate == 48000
     assert seen.file == str(dest.parent) and seen.pattern == "ctx" and seen.format == "ZXZhdxgAAA=="
     assert list(mock.actions.values()) == [42230]
     # the user's settings are back
     assert (mock.info.RENDER_SETTINGS, mock.info.RENDER_BOUNDSFLAG, mock.info.RENDER_CHANNELS) == (32, 1, 1)
+    assert mock.info.RENDER_SRATE == 0
     assert mock.info_str.RENDER_FILE == "/user/renders" and mock.info_str.RENDER_FORMAT == "bDNwbQ=="
 
 

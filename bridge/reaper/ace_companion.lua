@@ -126,7 +126,7 @@ end
 
 -- ------------------------------------------------------------------ render
 local NUM_KEYS = { "RENDER_SETTINGS", "RENDER_BOUNDSFLAG", "RENDER_STARTPOS", "RENDER_ENDPOS",
-                   "RENDER_CHANNELS", "RENDER_TAILFLAG" }
+                   "RENDER_CHANNELS", "RENDER_TAILFLAG", "RENDER_SRATE" }
 local STR_KEYS = { "RENDER_FILE", "RENDER_PATTERN", "RENDER_FORMAT" }
 local WAV_24BIT = "ZXZhdxgAAA=="  -- sink config: 'evaw' fourcc, 24 bit
 
@@ -168,6 +168,8 @@ local function render(cmd)
   reaper.GetSetProjectInfo(0, "RENDER_STARTPOS", start_s, true)
   reaper.GetSetProjectInfo(0, "RENDER_ENDPOS", end_s, true)
   reaper.GetSetProjectInfo(0, "RENDER_CHANNELS", 2, true)
+  -- the engine's rate when asked (REAPER resamples; the bridge then uploads the file as it is)
+  reaper.GetSetProjectInfo(0, "RENDER_SRATE", tonumber(cmd.rate) or 0, true)
   reaper.GetSetProjectInfo(0, "RENDER_TAILFLAG", 0, true)
   reaper.GetSetProjectInfo_String(0, "RENDER_FILE", dir, true)
   reaper.GetSetProjectInfo_String(0, "RENDER_PATTERN", base, true)

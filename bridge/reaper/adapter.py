@@ -396,7 +396,8 @@ class ReaperAdapter(HostAdapter):
         return self.render_if_changed(start_s, end_s, dest_path, None, timeout_s, source)[0]
 
     def render_if_changed(self, start_s: float, end_s: float, dest_path: str, since: str | None,
-                          timeout_s: float = 120.0, source: str = "master") -> tuple[str | None, str | None]:
+                          timeout_s: float = 120.0, source: str = "master",
+                          sample_rate: int | None = None) -> tuple[str | None, str | None]:
         """Render unless the project is unchanged since the render that returned version `since`.
         Returns (path or None when unchanged, the project's change count as the new version)."""
         dest_path = os.path.abspath(dest_path)
@@ -404,6 +405,8 @@ class ReaperAdapter(HostAdapter):
         fields = {"start": f"{start_s:.9f}", "end": f"{end_s:.9f}", "path": dest_path, "source": source}
         if since:
             fields["unchanged_since"] = since
+        if sample_rate:
+            fields["rate"] = int(sample_rate)
         reply = self._command("render", timeout_s, **fields)
         version = reply.get("change_count") or None
         if reply.get("unchanged") == "1":
