@@ -14,7 +14,7 @@ each result goes, and which span of project audio (if any) to send as the source
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bridge import grid
@@ -113,7 +113,6 @@ class ActionPlan:
     source_file: str | None
     insert_mode: str
     priority: str = "interactive"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ checks and metas

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bridge.actions import ActionPlan, ClipPlan
-from bridge.clips import ClipMeta, apply_edge_fades, clip_path, cut_result, read_audio, take, write_clip
+from bridge.clips import ClipMeta, apply_edge_fades, clip_path, cut_result, read_audio, resample, take, write_clip
 from bridge.sources import remove_quietly
 from engine.client import EngineHTTPError, EngineUnavailable
 
@@ -138,8 +138,10 @@ class JobFollower:
         timings["download_s"] = timings.get("download_s", 0.0) + time.perf_counter() - clock
         clock = time.perf_counter()
         clip_samples = clip.region.samples(plan.host_sample_rate)
-        if region_pcm(result, plan.host_sample_rate) and sample_rate == plan.host_sample_rate:
-            host_audio = apply_edge_fades(take(audio, 0, clip_samples), plan.host_sample_rate, self.config.fade_ms)
+        if region_pcm(result, plan.host_sample_rate) or _region_only(audio, sample_rate, clip):
+            host_audio = resample(audio, sample_rate, plan.host_sample_rate)  # no-op at the host rate
+            host_audio = apply_edge_fades(take(host_audio, 0, clip_samples), plan.host_sample_rate,
+                                          self.config.fade_ms)
         else:
             host_audio = cut_result(audio, sample_rate, clip.window_start_s, clip.region, plan.host_sample_rate,
                                     self.config.fade_ms)
@@ -152,6 +154,13 @@ class JobFollower:
                                               clip.label, seed, plan.project), self.config.sample_format)
         timings["clip_write_s"] = timings.get("clip_write_s", 0.0) + time.perf_counter() - clock
         return path, int(host_audio.shape[1])
+
+
+def _region_only(audio, sample_rate: int, clip: ClipPlan) -> bool:
+    """The result is as long as the clip's region, not its (longer) window: region PCM from an
+    engine that does not label it. Cutting it as a window would misplace it."""
+    window_s = clip.region.end_s - clip.window_start_s
+    return window_s - clip.region.length_s > 0.01 and abs(audio.shape[1] - clip.region.samples(sample_rate)) <= 2
 
 
 def _job_seconds(job: dict[str, Any]) -> float:

@@ -161,6 +161,14 @@ def test_region_pcm_results_are_written_as_they_come_and_window_results_are_cut(
     wav = read_wav(path)
     assert length == clip_samples and np.allclose(wav.audio, region_audio, atol=1e-4)
 
+    # region PCM at 48 kHz from an engine that does not label it: recognised by its length
+    unlabelled = {"file_id": "u", "seed": 3, "sample_rate": 48000}
+    follower = JobFollower(FakeEngine(timecode(REGION[0], clip.region.samples(48000), 48000), 48000), config,
+                           lambda *a: None, lambda *a: (False, None, ""))
+    path, length = follower.make_clip(plan, clip, "job3", unlabelled, timings)
+    shift, errors = best_shift(read_wav(path).audio, REGION[0], 1.0)
+    assert length == clip_samples and shift == 0, errors
+
     window_samples = round((clip.region.end_s - clip.window_start_s + 2.0) * 48000)
     window_audio = timecode(clip.window_start_s, window_samples, 48000)
     window_result = {"file_id": "w", "seed": 2, "sample_rate": 48000}
