@@ -138,6 +138,7 @@ class BridgeApp:
                 log.exception("stopping an adapter failed")
         for thread in list(self._threads):
             thread.join(timeout=1)
+        self.sources.forget()  # the local copies of uploaded sources
         self._started = False
 
     # ================================================================ status and events
