@@ -27,15 +27,22 @@ import time
 import urllib.parse
 from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from engine.request import TASK_TYPES, GenerationRequest, RequestError
-from engine.service.core import (DEFAULT_LM, FILE_REF_PREFIX, LM_PREFIX, PRIORITIES, EngineService,
-                                 UnknownJob)
-from engine.types import EngineError
+from engine.service.core import (
+    DEFAULT_LM,
+    FILE_REF_PREFIX,
+    LM_PREFIX,
+    PRIORITIES,
+    EngineService,
+    UnknownJob,
+)
 from engine.service.http_common import HTTPProblem, check_content_length, save_upload
+from engine.types import EngineError
 
 # upstream name or alias -> our GenerationRequest field
 ALIASES = {
@@ -144,8 +151,13 @@ def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
         return envelope(model_inventory(service))
 
     @app.post("/v1/init", summary="Upstream ACE-Step 1.5: load or switch the DiT (and the LM)", tags=["upstream"])
-    def init_models(body: dict[str, Any] = Body(default_factory=dict)):
-        return init_answer(service, body)
+    async def init_models(request: Request):
+        try:
+            body, _ = await _read_params(request)
+        except HTTPProblem as exc:
+            return refusal(exc.status, exc.detail, exc.field)
+        # a model switch waits for the running job: off the event loop
+        return await run_in_threadpool(init_answer, service, body)
 
     @app.get("/v1/lora/status", summary="Upstream ACE-Step 1.5: LoRA adapter state", tags=["upstream"])
     def lora_status() -> dict:
@@ -429,7 +441,6 @@ def task_entry(service: EngineService, task_id: str) -> dict[str, Any]:
         return {"task_id": task_id, "status": 2, "result": json.dumps([item]), "progress_text": message,
                 "error": message}
     status = {"queued": 0, "running": 0, "done": 1}.get(job["state"], 2)
-    request = job["request"]
     progress = job["progress"] or {}
     base = {"file": "", "wave": "", "status": status, "create_time": int(job["created_at"]), "env": ENV}
     if status == 1:
