@@ -1,14 +1,13 @@
-"""A compatible subset of upstream ACE-Step 1.5's REST API (`acestep-api`).
+"""Upstream ACE-Step 1.5's REST API (`acestep-api`), as its clients use it.
 
-So that existing clients (the ACE-Step VST3 plugin, ACE-Step-DAW, scripts written
-for upstream) work against our engine:
+So that existing clients (ACE-Step-DAW, the acestep VST3 plugin, scripts written for upstream)
+work against our engine unchanged. Everything answers in upstream's envelope
+`{"data", "code", "error", "timestamp", "extra"}`:
 
-- `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`,
-  `reference_audio`/`ref_audio`) -> `{"data": {"task_id", "status": "queued", "queue_position"}, "code": 200, ...}`
-- `POST /query_result`  `{"task_id_list": [...]}` (or that list as a JSON string) ->
-  `{"data": [{"task_id", "status": 0|1|2, "result": "<JSON list of results>", ...}], ...}`
-- `GET /v1/audio?path=...`  downloads a rendered file (only files under the results folder)
-- `GET /v1/stats`  job counts
+- `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`, `reference_audio`/`ref_audio`)
+- `POST /query_result`  `{"task_id_list": [...]}`; `result` is a JSON list: progress while running,
+  `result[0].error` when failed, one entry per file when done
+- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init`, `GET /v1/lora/status`
 
 Parameter names follow upstream (`prompt`, `audio_duration`, `key_scale`, `time_signature`,
 `src_audio_path`, `use_random_seed`, ...), with its snake/camel-case aliases. Upstream-only
