@@ -438,3 +438,17 @@ def test_daw_lego_on_silence_then_cover_and_repaint_on_the_default_model(engine,
     with pytest.raises(GenerationFailed, match="turbo model"):
         daw.wait(daw.release_task(recorded, silence_wav()))
     assert daw.get_stats()["jobs"]["succeeded"] == 3
+
+
+def test_upstream_clients_find_the_engine_on_port_8001(tmp_path):
+    from engine.client import DEFAULT_URL
+    from engine.service.cli import DEFAULT_PORT
+    from gui.settings import DEFAULT_ENGINE_URL, load_settings
+
+    assert DEFAULT_PORT == 8001 and DEFAULT_URL.endswith(":8001") and DEFAULT_ENGINE_URL == DEFAULT_URL
+    assert DAW["base_url_default"].endswith("http://127.0.0.1:8001)")  # the DAW's dev proxy target
+    saved = tmp_path / "gui.json"
+    saved.write_text(json.dumps({"engine_url": "http://127.0.0.1:8765"}))  # the engine's old default
+    assert load_settings(saved).engine_url == DEFAULT_URL
+    saved.write_text(json.dumps({"engine_url": "http://studio:8765"}))  # a chosen address stays
+    assert load_settings(saved).engine_url == "http://studio:8765"
