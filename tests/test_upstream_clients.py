@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import threading
 import wave
 from pathlib import Path
@@ -63,23 +64,32 @@ def no_lm_pipeline(tiny_pipeline, tmp_path_factory):
 
 
 class PausingPipeline:
-    """The real pipeline; a job stops at `pause_at` ("load_lm" or halfway through "diffusion")
-    until `resume` is set, so a test can look at a running job without racing it."""
+    """The real pipeline; a job stops at each stage named in `pause_at` ("load_lm", or halfway
+    through "diffusion") until the test releases it, so a test can look at a running job without
+    racing it. `stops` hands the test (stage, release event) pairs."""
 
     def __init__(self, pipeline):
         self._pipeline = pipeline
-        self.pause_at: str | None = None
-        self.paused = threading.Event()
-        self.resume = threading.Event()
+        self.pause_at: set[str] = set()
+        self.stops: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
 
     def __getattr__(self, name):
         return getattr(self._pipeline, name)
 
     def _hold(self, stage: str) -> None:
-        if self.pause_at == stage:
-            self.pause_at = None
-            self.paused.set()
-            self.resume.wait(120)
+        if stage in self.pause_at:
+            self.pause_at.discard(stage)
+            release = threading.Event()
+            self.stops.put((stage, release))
+            release.wait(120)
+
+    def next_stop(self) -> tuple[str, threading.Event]:
+        return self.stops.get(timeout=120)
+
+    def release_all(self) -> None:
+        self.pause_at.clear()
+        while not self.stops.empty():
+            self.stops.get_nowait()[1].set()
 
     def load_lm(self, name):
         self._hold("load_lm")
@@ -108,7 +118,7 @@ class Engine:
         return self
 
     def __exit__(self, *exc):
-        self.pipeline.resume.set()
+        self.pipeline.release_all()
         self.http.__exit__(*exc)
         self.service.stop()
 
@@ -377,23 +387,22 @@ def test_daw_model_panel_stats_and_model_switch(engine):
 
 def test_daw_full_song_with_thinking_loads_the_lm_on_demand(engine):
     daw = DawClient(engine.http)
-    engine.pipeline.pause_at = "load_lm"
+    engine.pipeline.pause_at = {"load_lm", "diffusion"}
     task_id = daw.release_task(DAW["requests"]["text2music"], silence_wav())
-    assert engine.pipeline.paused.wait(120)
+    stage, release = engine.pipeline.next_stop()
+    assert stage == "load_lm"
     entry = daw.query(task_id)
     assert entry["status"] == 0 and daw.progress_of(entry) == ("load_lm", 0.0)
     assert entry["progress_text"].startswith("load_lm")
+    release.set()
 
-    engine.pipeline.paused.clear()
-    engine.pipeline.pause_at = "diffusion"
-    engine.pipeline.resume.set()
-    assert engine.pipeline.paused.wait(120)
-    engine.pipeline.resume.clear()
+    stage, release = engine.pipeline.next_stop()
+    assert stage == "diffusion"
     entry = daw.query(task_id)
     stage, progress = daw.progress_of(entry)
     assert entry["status"] == 0 and stage == "diffusion" and 0.35 < progress < 0.9
     assert entry["progress_text"].endswith(f"({round(progress * 100)}%)")
-    engine.pipeline.resume.set()
+    release.set()
 
     first = daw.wait(task_id)
     assert first["stage"] == "succeeded" and first["progress"] == 1.0
