@@ -10,6 +10,7 @@ Each of two set-ups gets 1 trigger (repeated, median) and then a burst of 10:
   hot path:         unchanged audio is reused from the engine; the script is woken over OSC.
 
     PYTHONPATH=. python bench/bridge_latency.py
+    PYTHONPATH=. python bench/bridge_latency.py --engine-url http://127.0.0.1:8001
 
 Per stage (median ms): plan, source (render hand-off, read, resample), context write, upload,
 submit, download, cut, clip write, insert hand-off; overhead = trigger -> clip placed - the
