@@ -104,3 +104,7 @@ def write_tone(path, seconds: float = 1.0, sample_rate: int = 48000) -> str:
     tone = 0.2 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32)
     soundfile.write(str(path), np.stack([tone, tone], axis=1), sample_rate)
     return str(path)
+
+
+# What a proper client (engine.client.EngineClient) sends with every request.
+CLIENT_HEADERS = {"X-ACE-Companion": "1"}

@@ -14,6 +14,7 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
+from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
 from tests.service_support import wait_for, write_tone
 
@@ -55,7 +56,7 @@ def service(pipeline, tmp_path):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         yield c
 
 

@@ -8,7 +8,6 @@ Errors are JSON `{"detail": "<what is wrong>", "field": "<request field>"|null}`
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -28,13 +27,12 @@ from engine import __version__
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
 from engine.service.upstream import add_upstream_routes
-from engine.service.http_common import HTTPProblem, check_content_length, save_upload
+from engine.service.guard import Guard, GuardSettings, allowed_host_set
+from engine.service.http_common import HTTPProblem, check_content_length, read_form, save_upload
 from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
 KEEPALIVE_S = 15.0
-# Paths where an upstream client may send its key as `ai_token` in the body instead of a header.
-BODY_TOKEN_PATHS = ("/release_task", "/query_result")
 
 
 # ------------------------------------------------------------------ bodies
@@ -81,14 +79,37 @@ _JOB_OPENAPI = {
 }
 
 
+_ERROR = {"description": "error: what is wrong and the request field it is about",
+          "content": {"application/json": {"schema": {
+              "type": "object", "required": ["detail", "field"],
+              "properties": {"detail": {"type": "string"}, "field": {"type": ["string", "null"]}}}}}}
+_UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}}},
+    }
+}
+
+
 def create_app(service: EngineService, token: str | None = None,
-               allow_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
-    """The API app. `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS)."""
+               allow_origins: list[str] | tuple[str, ...] = (), allow_hosts: list[str] | tuple[str, ...] = (),
+               bound_host: str | None = None) -> FastAPI:
+    """The API app.
+
+    `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS). `allow_hosts`: extra
+    names the engine may be reached under (`Host` header; "*" for any) besides localhost, its
+    loopback addresses and `bound_host`. See `engine.service.guard` for what is refused and why.
+    """
     app = FastAPI(title="ACE Companion engine", version=__version__,
                   description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
                               "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
     app.state.service = service
     app.state.token = token or None
+    hosts, any_host = allowed_host_set(bound_host, list(allow_hosts))
+    app.state.guard = GuardSettings(token=token or None, allowed_hosts=hosts, allowed_origins=tuple(allow_origins),
+                                    max_upload_bytes=service.max_upload_bytes, any_host=any_host)
 
     # -------------------------------------------------------------- errors
     @app.exception_handler(HTTPProblem)
@@ -114,24 +135,6 @@ def create_app(service: EngineService, token: str | None = None,
             return JSONResponse({"detail": f"malformed JSON body: {message}", "field": None}, status_code=400)
         return JSONResponse({"detail": f"{field}: {message}" if field else message, "field": field},
                             status_code=422)
-
-    # -------------------------------------------------------------- auth
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        request.state.authorized = True
-        expected = app.state.token
-        if expected:
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
-            if not ok:
-                if request.url.path in BODY_TOKEN_PATHS:
-                    request.state.authorized = False  # the handler may still accept `ai_token`
-                else:
-                    return JSONResponse({"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN'",
-                                         "field": None}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
 
     # -------------------------------------------------------------- health and models
     @app.get("/health", summary="Engine status: models, device, memory, queue")
@@ -163,10 +166,15 @@ def create_app(service: EngineService, token: str | None = None,
         return {"loaded": info, **models_json(service)}
 
     # -------------------------------------------------------------- files
-    @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request")
-    async def upload_file(request: Request, file: UploadFile = File(...)) -> dict:
+    @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request",
+              openapi_extra=_UPLOAD_OPENAPI, responses={400: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR})
+    async def upload_file(request: Request) -> dict:
         check_content_length(request, service.max_upload_bytes)
-        return await save_upload(service, file, "file")
+        form = await read_form(request)
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUploadFile):
+            raise HTTPProblem(422, "file: missing (send the audio as multipart form field 'file')", "file")
+        return await save_upload(service, upload, "file")
 
     @app.get("/v1/files/{file_id}", summary="Download an uploaded file or a rendered result",
              response_class=FileResponse)
@@ -210,6 +218,7 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    app.add_middleware(Guard)  # wraps every route, also those added to `app` later
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
         app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
                            allow_headers=["*"])
@@ -244,10 +253,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         check_content_length(request, service.max_upload_bytes * 2)
-        try:
-            form = await request.form()
-        except Exception as exc:  # malformed multipart
-            raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
+        form = await read_form(request)
         text = form.get("request")
         if not isinstance(text, str):
             raise HTTPProblem(422, "request: missing form field 'request' (the request as JSON text)", "request")

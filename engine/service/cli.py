@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="let web pages from ORIGIN (e.g. http://localhost:5173 for ACE-Step-DAW) call the "
                              "engine from a browser (CORS); repeatable")
+    parser.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                        help="let HTTP requests name audio files under DIR by path (src_audio, reference_audio); "
+                             "repeatable. Default: none, so clients upload files (file:<id>) or name results")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests addressed to NAME (the Host header), e.g. a LAN name of "
+                             "this machine; '*' for any. Default: localhost, 127.0.0.1, [::1] and --host")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                         help="HTTP server log level (default warning)")
 
@@ -64,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"ace-companion engine: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
         return 2
-    if args.max_upload_mb <= 0:
-        print("ace-companion engine: --max-upload-mb must be positive", file=sys.stderr)
+    if not (args.max_upload_mb > 0 and args.max_upload_mb < 1e6):
+        print("ace-companion engine: --max-upload-mb must be a positive number of MiB", file=sys.stderr)
         return 2
+    for folder in args.allow_path:
+        if not os.path.isdir(os.path.expanduser(folder)):
+            print(f"ace-companion engine: --allow-path {folder} is not a folder", file=sys.stderr)
+            return 2
 
     import uvicorn
 
@@ -90,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
           f"LM {info.get('lm') or 'none'}", file=sys.stderr, flush=True)
 
     service = EngineService(pipeline, results_dir=args.results,
-                            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(service, token=token, allow_origins=args.allow_origin)
+                            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_roots=args.allow_path)
+    app = create_app(service, token=token, allow_origins=args.allow_origin, allow_hosts=args.allow_host,
+                     bound_host=args.host)
     service.start()
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"engine: serving http://{shown_host}:{args.port} (results in {service.store.root}"

@@ -83,9 +83,12 @@ class EngineService:
     """
 
     def __init__(self, pipeline: Any, results_dir: str | os.PathLike = "results",
-                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None):
+                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None,
+                 allowed_roots: list[str | os.PathLike] | tuple = ()):
         self.pipeline = pipeline
         self.store = Store(results_dir)
+        # Folders whose files a request may name by path (`--allow-path`); none by default.
+        self.allowed_roots = [Path(os.path.realpath(os.path.expanduser(os.fspath(r)))) for r in allowed_roots]
         self.max_upload_bytes = int(max_upload_bytes)
         self.log = log or (lambda line: print(f"engine: {line}", file=sys.stderr, flush=True))
         self.started_at = time.time()
@@ -171,6 +174,8 @@ class EngineService:
         if not isinstance(autogen, bool):
             raise RequestError("autogen", f"expected true or false, got {autogen!r}")
         parsed = GenerationRequest.from_dict(request)
+        if parsed.dit is not None:
+            check_model_name("dit", parsed.dit)
         for name in AUDIO_INPUT_FIELDS:
             value = getattr(parsed, name)
             if value is not None:
@@ -258,18 +263,11 @@ class EngineService:
         return None
 
     def result_path_allowed(self, path: str) -> Path | None:
-        """A rendered file under the results folder named by its path (for upstream /v1/audio)."""
-        try:
-            resolved = Path(path).expanduser().resolve()
-        except (OSError, ValueError):
+        """A rendered audio file under the results folder named by its path (for upstream /v1/audio)."""
+        if "\0" in path or not os.path.isabs(path):
             return None
-        try:
-            relative = resolved.relative_to(self.store.root)
-        except ValueError:
-            return None
-        if relative.parts and relative.parts[0] in (JOBS_DIR, UPLOADS_DIR):
-            return None
-        return resolved if resolved.is_file() else None
+        real = Path(os.path.realpath(path))
+        return real if self._is_result_file(real) and real.is_file() else None
 
     # ================================================================ models
     def info(self) -> dict[str, Any]:
@@ -284,6 +282,10 @@ class EngineService:
             raise RequestError("dit", "expected a model folder name such as 'acestep-v15-turbo'")
         if lm is not ... and lm is not None and not isinstance(lm, str):
             raise RequestError("lm", "expected '0.6B', '1.7B', '4B', a folder name, or null")
+        if dit is not None:
+            check_model_name("dit", dit.strip())
+        if isinstance(lm, str):
+            check_model_name("lm", lm.strip())
         with self._pipeline_lock:
             try:
                 if dit is not None:
@@ -496,20 +498,51 @@ class EngineService:
             ahead += len(queue)
         return 0
 
-    def _check_input(self, name: str, value: str) -> None:
-        problem = self._input_problem(value)
+    def _check_input(self, name: str, value: str) -> Path:
+        path, problem = self._input_path(value)
         if problem:
             raise RequestError(name, problem)
+        return path
 
-    def _input_problem(self, value: str) -> str | None:
+    def _input_path(self, value: str) -> tuple[Path | None, str | None]:
+        """Where an audio input is read from, or why it may not be read.
+
+        Allowed: `file:<id>` of an upload or of a rendered result, a rendered result named by its
+        path, and files under `allowed_roots`. Paths are resolved (symlinks too) before the check,
+        and nothing is said about whether a file outside exists.
+        """
         if value.startswith(FILE_REF_PREFIX):
             file_id = value[len(FILE_REF_PREFIX):]
-            if not is_valid_id(file_id) or self.store.upload_meta(file_id) is None:
-                return f"unknown file id '{file_id}' (upload the audio with POST /v1/files first)"
-            return None
-        if not Path(value).expanduser().is_file():
-            return f"file not found on the engine machine: {value} (upload it with POST /v1/files)"
-        return None
+            if is_valid_id(file_id):
+                path = self.store.upload_path(file_id)
+                if path is None:
+                    with self._lock:
+                        path = self._result_files.get(file_id)
+                if path is not None and path.is_file():
+                    return path, None
+            return None, f"unknown file id '{file_id[:64]}' (upload the audio with POST /v1/files first)"
+        if "\0" in value or "://" in value:
+            return None, "expected 'file:<id>' or a path, not a URL (upload the audio with POST /v1/files)"
+        if not os.path.isabs(value):
+            return None, (f"'{value[:200]}' is not an absolute path; the engine does not expand '~' or read "
+                          f"relative paths (upload the audio with POST /v1/files)")
+        real = Path(os.path.realpath(value))
+        if self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots):
+            if real.is_file():
+                return real, None
+            return None, f"file not found on the engine machine: {value[:200]}"
+        return None, (f"'{value[:200]}' is outside the folders this engine reads from (its results and "
+                      f"--allow-path folders); upload the audio with POST /v1/files and send 'file:<id>'")
+
+    def _is_result_file(self, real: Path) -> bool:
+        """A rendered audio file: results/<job id>/<name>.wav|flac, not the job or upload records."""
+        if not _inside(real, self.store.root):
+            return False
+        parts = real.relative_to(self.store.root).parts
+        return len(parts) == 2 and is_valid_id(parts[0]) and real.suffix.lower() in (".wav", ".flac")
+
+    def _input_problem(self, value: str) -> str | None:
+        return self._input_path(value)[1]
 
     def _missing_inputs(self, request: dict[str, Any]) -> str | None:
         for name in AUDIO_INPUT_FIELDS:
@@ -526,10 +559,19 @@ class EngineService:
         for name in AUDIO_INPUT_FIELDS:
             value = data.get(name)
             if isinstance(value, str) and value:
-                self._check_input(name, value)
-                if value.startswith(FILE_REF_PREFIX):
-                    data[name] = str(self.store.upload_path(value[len(FILE_REF_PREFIX):]))
+                data[name] = str(self._check_input(name, value))  # the resolved path, checked again now
         return GenerationRequest.from_dict(data)
+
+
+def check_model_name(name: str, value: str) -> None:
+    """Model names are folders directly under the checkpoints root, never paths."""
+    if value in (".", "..") or any(sep in value for sep in ("/", "\\", "\0")) or os.path.isabs(value):
+        raise RequestError(name, f"'{value[:100]}' is not a model folder name (a name such as "
+                                 f"'acestep-v15-turbo', without '/' or '..')")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 class ResultWriteError(EngineError):

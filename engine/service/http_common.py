@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from fastapi import Request, UploadFile
 
 from engine.service.core import EngineService
+from engine.service.guard import BodyTooLarge
 from engine.service.store import new_id
 
 
@@ -19,6 +21,28 @@ class HTTPProblem(Exception):
         self.status = status
         self.detail = detail
         self.field = field
+
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_form(request: Request) -> Any:
+    """The multipart/urlencoded form of a request (a few files and fields at most), or an HTTPProblem."""
+    kind = content_type(request)
+    if kind not in FORM_TYPES:
+        raise HTTPProblem(415, f"unsupported content type '{kind or 'none'}': send multipart/form-data",
+                          "content-type")
+    try:
+        return await request.form(max_files=4, max_fields=200)
+    except BodyTooLarge:
+        raise
+    except Exception as exc:  # malformed multipart, too many parts
+        detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+        raise HTTPProblem(400, f"malformed form body: {detail}") from None
 
 
 def check_content_length(request: Request, limit: int) -> None:
