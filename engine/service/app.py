@@ -22,13 +22,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
 from engine.service.upstream import add_upstream_routes
 from engine.service.guard import Guard, GuardSettings, allowed_host_set
-from engine.service.http_common import HTTPProblem, check_content_length, read_form, save_upload
+from engine.service.http_common import HTTPProblem, check_content_length, loads_json, read_form, save_upload
 from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
@@ -79,10 +80,6 @@ _JOB_OPENAPI = {
 }
 
 
-_ERROR = {"description": "error: what is wrong and the request field it is about",
-          "content": {"application/json": {"schema": {
-              "type": "object", "required": ["detail", "field"],
-              "properties": {"detail": {"type": "string"}, "field": {"type": ["string", "null"]}}}}}}
 _UPLOAD_OPENAPI = {
     "requestBody": {
         "required": True,
@@ -115,6 +112,11 @@ def create_app(service: EngineService, token: str | None = None,
     @app.exception_handler(HTTPProblem)
     async def _problem(_: Request, exc: HTTPProblem):
         return JSONResponse({"detail": exc.detail, "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(_: Request, exc: StarletteHTTPException):  # 404 route, 405 method, body errors
+        return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError):
@@ -167,7 +169,7 @@ def create_app(service: EngineService, token: str | None = None,
 
     # -------------------------------------------------------------- files
     @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request",
-              openapi_extra=_UPLOAD_OPENAPI, responses={400: _ERROR, 413: _ERROR, 415: _ERROR, 422: _ERROR})
+              openapi_extra=_UPLOAD_OPENAPI)
     async def upload_file(request: Request) -> dict:
         check_content_length(request, service.max_upload_bytes)
         form = await read_form(request)
@@ -218,11 +220,59 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    document_errors(app)
     app.add_middleware(Guard)  # wraps every route, also those added to `app` later
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
         app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
                            allow_headers=["*"])
     return app
+
+
+# ------------------------------------------------------------------ the OpenAPI document
+def document_errors(app: FastAPI) -> None:
+    """Make /openapi.json list the errors each route really answers, all in the `{detail, field}` shape.
+
+    Applied when the document is first built, so it covers routes added after `create_app` too.
+    Every route may answer 401 (token) and 403 (Host/Origin); routes with a body or query 400, 413,
+    415 and 422; routes with an id in the path (and /v1/audio) 404; uploads 507 (disk full).
+    """
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                codes = {"401", "403"}
+                if operation.get("requestBody") or operation.get("parameters"):
+                    codes |= {"400", "422"}
+                if method in ("post", "put", "patch"):
+                    codes |= {"400", "413", "415", "422", "507"}
+                if "{" in path or path == "/v1/audio":
+                    codes.add("404")
+                for code in sorted(codes | ({"422"} & set(responses))):
+                    responses[str(code)] = {"description": _ERROR_MEANINGS[code], "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["detail", "field"],
+                 "properties": {"detail": {"type": "string"}, "field": {"type": ["string", "null"]}}}
+_ERROR_MEANINGS = {
+    "400": "malformed body (JSON, form) or an unusable upload", "401": "missing or wrong token",
+    "403": "Host or Origin not allowed", "404": "no such job, file or result",
+    "413": "body or upload too large", "415": "unsupported content type, or a form POST without "
+                                             "X-ACE-Companion", "422": "a field with a wrong type or value",
+    "507": "the results folder is full or read-only",
+}
 
 
 # ------------------------------------------------------------------ helpers used by the routes
@@ -291,7 +341,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
 
 def _parse_json(text: str, field: str | None) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         where = f"{field}: " if field else ""
         raise HTTPProblem(400, f"{where}malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -21,6 +22,22 @@ class HTTPProblem(Exception):
         self.status = status
         self.detail = detail
         self.field = field
+
+
+MAX_INT_DIGITS = 400
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses to parse integers over 4300 digits (a ValueError, not a JSON error); an integer
+    # that long cannot be valid anywhere, so it becomes infinity and the field check names it (422).
+    if len(text) > MAX_INT_DIGITS:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
+def loads_json(text: str | bytes) -> Any:
+    """json.loads that survives huge integers; raises json.JSONDecodeError / UnicodeDecodeError."""
+    return json.loads(text, parse_int=_parse_int)
 
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
