@@ -259,7 +259,7 @@ def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypa
 
     monkeypatch.setattr(service.store, "write_result", full_disk)
     job = _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])
-    assert job["state"] == "failed" and "No space left on device" in job["error"]
+    assert job["state"] == "failed" and job["error"].startswith("results folder full: ")
     monkeypatch.undo()
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
 

@@ -148,6 +148,7 @@ def create_app(service: EngineService, token: str | None = None,
             "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
             "memory": memory_status(), "queue": service.queue_counts(),
             "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
+            "disk": service.store.disk_status(),
             # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
             "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
             "code": 200, "error": None, "timestamp": int(time.time() * 1000),

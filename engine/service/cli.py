@@ -78,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"ace-companion engine: --allow-path {folder} is not a folder", file=sys.stderr)
             return 2
 
-    import uvicorn
-
     from engine.checkpoints import resolve_root
     from engine.service.app import create_app
     from engine.service.core import EngineService
@@ -107,9 +105,35 @@ def run(args: argparse.Namespace) -> int:
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"engine: serving http://{shown_host}:{args.port} (results in {service.store.root}"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
+    return serve(app, service, host=args.host, port=args.port, log_level=args.log_level)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (systemd, Docker, a process manager): stop as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def serve(app, service, host: str, port: int, log_level: str = "warning") -> int:
+    """Serve until Ctrl-C or SIGTERM; either way the running job goes back to the queue and we exit 0.
+
+    uvicorn shuts down on both signals and then raises the signal again; for SIGTERM the default
+    action would kill the process before `service.stop()` could requeue the running job.
+    """
+    import signal
+
+    import uvicorn
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        # event streams stay open while jobs run; do not let them hold up Ctrl-C
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
+        # event streams stay open while jobs run; do not let them hold up the stop
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+    except (KeyboardInterrupt, _Terminated):
+        pass
     finally:
         service.stop()
+        signal.signal(signal.SIGTERM, previous)
+    print("engine: stopped", file=sys.stderr, flush=True)
     return 0

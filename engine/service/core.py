@@ -69,9 +69,39 @@ class Job:
     def record(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._PERSISTED}
 
+    @staticmethod
+    def record_problem(record: dict[str, Any]) -> str | None:
+        """What is wrong with a persisted job record (from an older, newer or damaged engine), or None."""
+        number = (int, float)
+        kinds: dict[str, tuple] = {
+            "request": (dict,), "priority": (str,), "autogen": (bool,), "seq": (int,), "state": (str,),
+            "progress": (dict, type(None)), "error": (str, type(None)), "results": (list,),
+            "lm_plan": (dict, type(None)), "seeds": (list, type(None)), "models": (dict, type(None)),
+            "timings": (dict, type(None)), "created_at": number, "started_at": number + (type(None),),
+            "finished_at": number + (type(None),), "autogen_parent": (str, type(None)),
+            "autogen_next": (str, type(None)),
+        }
+        for name, allowed in kinds.items():
+            if name not in record:
+                if name in ("request", "state"):
+                    return f"'{name}' is missing"
+                continue
+            value = record[name]
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                return f"'{name}' is {type(value).__name__}, expected {' or '.join(k.__name__ for k in allowed)}"
+        if record.get("priority", "interactive") not in PRIORITIES:
+            return f"unknown priority {record['priority']!r}"
+        for result in record.get("results", []):
+            if not isinstance(result, dict) or not isinstance(result.get("path", ""), str) \
+                    or not isinstance(result.get("file_id", ""), str):
+                return "a result entry is not a {file_id, path, ...} object"
+        return None
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Job":
         known = {name: record[name] for name in cls._PERSISTED if name in record}
+        if known.get("progress") is None:
+            known.pop("progress", None)
         return cls(**known)
 
 
@@ -124,9 +154,9 @@ class EngineService:
             self._worker = None
 
     def _recover(self) -> None:
-        records, problems = self.store.load_jobs()
+        records, problems = self.store.load_jobs(check=Job.record_problem)
         for problem in problems:
-            self.log(f"skipping unreadable job file {problem}")
+            self.log(f"quarantined job file {problem}")
         max_seq = -1
         for record in records:
             try:
@@ -153,7 +183,7 @@ class EngineService:
                 if result.get("file_id") and result.get("path"):
                     self._result_files[result["file_id"]] = Path(result["path"])
             if job.state == "queued":
-                self._queues.get(job.priority, self._queues["background"]).append(job)
+                self._queues[job.priority].append(job)
             if changed:
                 self._persist(job)
         self._seq = itertools.count(max_seq + 1)
@@ -411,17 +441,21 @@ class EngineService:
             self._publish(job, "progress")
 
     def _write_results(self, job: Job, output: Any) -> list[dict[str, Any]]:
+        """Write every item and its sidecar, or none: on failure the files of this job are removed."""
         audio_format = job.request.get("audio_format", "wav")
         sample_rate = int(output.sample_rate)
         results = []
+        written: list[Path] = []
         try:
+            self.store.check_room(sum(self.store.result_bytes(audio, audio_format) for audio in output.audio))
             for index, (audio, seed) in enumerate(zip(output.audio, output.seeds)):
                 sidecar = {
                     "job_id": job.id, "index": index, "seed": int(seed), "request": job.request,
                     "resolved_request": output.request, "models": output.models, "timings": output.timings,
                     "lm_plan": output.lm_plan, "sample_rate": sample_rate, "created_at": job.created_at,
                 }
-                path = self.store.write_result(job.id, index, int(seed), audio, sample_rate, audio_format, sidecar)
+                path = self.store.write_result(job.id, index, int(seed), audio, sample_rate, audio_format, sidecar,
+                                               written=written)
                 frames = _frame_count(audio)
                 file_id = new_id()
                 results.append({
@@ -429,9 +463,9 @@ class EngineService:
                     "sample_rate": sample_rate, "format": audio_format, "file_id": file_id,
                     "url": f"/v1/files/{file_id}", "name": path.name, "path": str(path),
                 })
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ResultWriteError(f"could not write the result to {self.store.root}: {reason}") from None
+        except Exception as exc:  # disk full, read-only, or libsndfile's "System error."
+            self.store.remove_results(job.id, written)
+            raise ResultWriteError(self.store.write_problem(exc)) from None
         if len(results) != len(output.audio):
             raise EngineError(f"pipeline returned {len(output.audio)} clips but {len(output.seeds)} seeds")
         return results

@@ -103,7 +103,8 @@ async def save_upload(service: EngineService, upload: UploadFile, field: str) ->
     except BaseException as exc:
         service.store.remove_upload(file_id)
         if isinstance(exc, OSError):
-            raise HTTPProblem(507, f"{field}: could not store the upload: {exc.strerror or exc}", field) from None
+            raise HTTPProblem(507, f"{field}: could not store the upload: {service.store.write_problem(exc)}",
+                              field) from None
         raise
     return {"id": file_id, "name": name, "size": size, "duration": meta["duration"],
             "sample_rate": meta["sample_rate"], "channels": meta["channels"]}
