@@ -174,3 +174,18 @@ def test_sigterm_puts_the_running_job_back_and_exits_0(tmp_path):
             process.wait()
     record = json.loads((tmp_path / "results" / JOBS_DIR / f"{job_id}.json").read_text())
     assert record["state"] == "queued", record
+
+
+def test_audio_bomb_upload_is_refused_from_its_header(service, tmp_path, monkeypatch):
+    import soundfile
+
+    import engine.audio_io as audio_io
+
+    path = tmp_path / "bomb.flac"
+    soundfile.write(path, np.zeros((9600, 8), np.float32), 96000, subtype="PCM_16")
+    monkeypatch.setattr(audio_io, "MAX_DECODED_VALUES", 8 * 9600 - 1)
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
+        with open(path, "rb") as fh:
+            response = client.post("/v1/files", files={"file": ("bomb.flac", fh, "audio/flac")})
+    assert response.status_code == 400 and "8 channels" in response.json()["detail"]
+    assert list(service.store.uploads_dir.iterdir()) == []

@@ -96,6 +96,11 @@ async def save_upload(service: EngineService, upload: UploadFile, field: str) ->
                                    f"({str(exc).strip() or type(exc).__name__})", field) from None
         if info.frames <= 0 or info.samplerate <= 0:
             raise HTTPProblem(400, f"{field}: '{name}' holds no audio", field)
+        from engine.audio_io import decode_problem  # the limit the engine applies when it reads the file
+
+        problem = decode_problem(info.frames, info.channels, info.samplerate)
+        if problem:
+            raise HTTPProblem(400, f"{field}: '{name}' {problem}", field)
         meta = {"id": file_id, "name": name, "file": path.name, "size": size, "sample_rate": info.samplerate,
                 "channels": info.channels, "duration": round(info.frames / info.samplerate, 4),
                 "created_at": time.time()}
