@@ -189,3 +189,51 @@ def test_audio_bomb_upload_is_refused_from_its_header(service, tmp_path, monkeyp
             response = client.post("/v1/files", files={"file": ("bomb.flac", fh, "audio/flac")})
     assert response.status_code == 400 and "8 channels" in response.json()["detail"]
     assert list(service.store.uploads_dir.iterdir()) == []
+
+
+# ------------------------------------------------------------------ no starvation
+class _SlowLoadPipeline(StandInPipeline):
+    """Model switches wait on `release`, like a switch that waits for a long running job."""
+
+    def __init__(self):
+        super().__init__(steps=1)
+        self.release = threading.Event()
+
+    def load_dit(self, name):
+        assert self.release.wait(60)
+        self.dit = name
+
+
+def test_long_waits_do_not_starve_health_and_polling(tmp_path):
+    from tests.service_support import LiveServer
+
+    pipeline = _SlowLoadPipeline()
+    service = EngineService(pipeline, tmp_path / "results", log=lambda line: None)
+    service.start()
+    app = create_app(service)
+    waiting = 50  # more than anyio's shared pool of 40 threads
+    answers = []
+    try:
+        with LiveServer(app) as server:
+            def switch():
+                with httpx.Client(base_url=server.url, headers=CLIENT_HEADERS, timeout=120) as http:
+                    answers.append(http.post("/v1/models/load", json={"dit": "acestep-v15-base"}).status_code)
+
+            threads = [threading.Thread(target=switch, daemon=True) for _ in range(waiting)]
+            for thread in threads:
+                thread.start()
+            limiter = app.state.long_wait_limiter
+            wait_for(lambda: limiter.borrowed_tokens + limiter.statistics().tasks_waiting == waiting, timeout=60)
+            with httpx.Client(base_url=server.url, headers=CLIENT_HEADERS, timeout=10) as http:
+                assert http.get("/health").json()["status"] == "ok"
+                job_id = http.post("/v1/jobs", json={"request": REQUEST}).json()["id"]
+                assert http.get(f"/v1/jobs/{job_id}").status_code == 200
+                assert http.get("/v1/jobs").status_code == 200
+            assert answers == []  # all switches were still waiting while the engine answered
+            pipeline.release.set()
+            for thread in threads:
+                thread.join(60)
+        assert answers == [200] * waiting
+    finally:
+        pipeline.release.set()
+        service.stop()

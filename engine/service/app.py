@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,6 +35,8 @@ from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
 KEEPALIVE_S = 15.0
+LONG_WAIT_THREADS = 2
+UPLOAD_THREADS = 4
 
 
 # ------------------------------------------------------------------ bodies
@@ -103,6 +106,11 @@ def create_app(service: EngineService, token: str | None = None,
                   description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
                               "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
     app.state.service = service
+    # Quick routes (health, polling, cancel) are async and never wait on a thread. Work that can take
+    # long (model switches, copying uploads) runs on these small pools of its own; callers beyond
+    # their size wait in the event loop, holding no thread from the shared pool.
+    app.state.long_wait_limiter = anyio.CapacityLimiter(LONG_WAIT_THREADS)
+    app.state.upload_limiter = anyio.CapacityLimiter(UPLOAD_THREADS)
     app.state.token = token or None
     hosts, any_host = allowed_host_set(bound_host, list(allow_hosts))
     app.state.guard = GuardSettings(token=token or None, allowed_hosts=hosts, allowed_origins=tuple(allow_origins),
@@ -140,7 +148,7 @@ def create_app(service: EngineService, token: str | None = None,
 
     # -------------------------------------------------------------- health and models
     @app.get("/health", summary="Engine status: models, device, memory, queue")
-    def health() -> dict:
+    async def health() -> dict:
         info = service.info()
         return {
             "status": "ok", "version": __version__, "uptime_s": round(time.time() - service.started_at, 1),
@@ -155,15 +163,19 @@ def create_app(service: EngineService, token: str | None = None,
         }
 
     @app.get("/v1/models", summary="Loaded and available DiT / LM models")
-    def models() -> dict:
+    async def models() -> dict:
         return models_json(service)
 
     @app.post("/v1/models/load", summary="Switch the DiT and/or the LM (waits for the running job)")
-    def load_models(body: LoadModelsBody) -> dict:
+    async def load_models(body: LoadModelsBody) -> dict:
         given = body.model_fields_set
-        try:
-            info = service.load_models(dit=body.dit if "dit" in given else None,
+
+        def load() -> dict:
+            return service.load_models(dit=body.dit if "dit" in given else None,
                                        lm=body.lm if "lm" in given else ...)
+
+        try:  # waits for the running job: on its own small pool, so waiting callers hold no shared thread
+            info = await anyio.to_thread.run_sync(load, limiter=app.state.long_wait_limiter)
         except EngineError as exc:
             raise HTTPProblem(400, str(exc), "dit" if "dit" in given else "lm") from None
         return {"loaded": info, **models_json(service)}
@@ -177,11 +189,11 @@ def create_app(service: EngineService, token: str | None = None,
         upload = form.get("file")
         if not isinstance(upload, StarletteUploadFile):
             raise HTTPProblem(422, "file: missing (send the audio as multipart form field 'file')", "file")
-        return await save_upload(service, upload, "file")
+        return await save_upload(service, upload, "file", request.app.state.upload_limiter)
 
     @app.get("/v1/files/{file_id}", summary="Download an uploaded file or a rendered result",
              response_class=FileResponse)
-    def download_file(file_id: str):
+    async def download_file(file_id: str):
         found = service.file_path(file_id)
         if found is None:
             raise HTTPProblem(404, f"no file with id '{file_id}'")
@@ -197,19 +209,19 @@ def create_app(service: EngineService, token: str | None = None,
         return {"id": job.id, "state": job.state}
 
     @app.get("/v1/jobs", summary="All jobs, oldest first")
-    def list_jobs() -> dict:
+    async def list_jobs() -> dict:
         return {"jobs": service.list_jobs()}
 
     @app.get("/v1/jobs/{job_id}", summary="One job: state, progress, results")
-    def get_job(job_id: str) -> dict:
+    async def get_job(job_id: str) -> dict:
         return service.job_json(job_id)
 
     @app.delete("/v1/jobs/{job_id}", summary="Cancel a queued or running job")
-    def cancel_job(job_id: str) -> dict:
+    async def cancel_job(job_id: str) -> dict:
         return service.job_json(service.cancel(job_id))
 
     @app.put("/v1/jobs/{job_id}/autogen", summary="Turn AutoGen (endless new variations) on or off")
-    def set_autogen(job_id: str, body: AutogenBody) -> dict:
+    async def set_autogen(job_id: str, body: AutogenBody) -> dict:
         return service.job_json(service.set_autogen(job_id, body.enabled))
 
     @app.get("/v1/jobs/{job_id}/events", summary="Server-Sent Events: progress and state until the job ends",
@@ -318,7 +330,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
         for name in JOB_UPLOAD_FIELDS:
             upload = form.get(name)
             if isinstance(upload, StarletteUploadFile):
-                saved = await save_upload(service, upload, name)
+                saved = await save_upload(service, upload, name, request.app.state.upload_limiter)
                 body["request"][name] = FILE_REF_PREFIX + saved["id"]
         return body
     if content_type not in ("application/json", ""):

@@ -68,8 +68,17 @@ def check_content_length(request: Request, limit: int) -> None:
         raise HTTPProblem(413, f"upload too large: {int(length)} bytes (limit {limit} bytes)", "file")
 
 
-async def save_upload(service: EngineService, upload: UploadFile, field: str) -> dict:
-    """Store an uploaded audio file under results/.uploads; checks size and that it is audio."""
+async def save_upload(service: EngineService, upload: UploadFile, field: str, limiter: Any = None) -> dict:
+    """Store an uploaded audio file under results/.uploads; checks size and that it is audio.
+
+    The copy and the header check run on a thread (from `limiter`, an anyio CapacityLimiter, or
+    anyio's default pool), so a big upload never blocks the event loop that answers /health."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(_store_upload, service, upload, field, limiter=limiter)
+
+
+def _store_upload(service: EngineService, upload: UploadFile, field: str) -> dict:
     import soundfile
 
     file_id = new_id()
@@ -77,9 +86,10 @@ async def save_upload(service: EngineService, upload: UploadFile, field: str) ->
     path = service.store.new_upload_path(file_id, name)
     size = 0
     try:
+        upload.file.seek(0)
         with open(path, "wb") as out:
             while True:
-                chunk = await upload.read(1024 * 1024)
+                chunk = upload.file.read(1024 * 1024)
                 if not chunk:
                     break
                 size += len(chunk)
