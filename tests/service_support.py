@@ -108,3 +108,13 @@ def write_tone(path, seconds: float = 1.0, sample_rate: int = 48000) -> str:
 
 # What a proper client (engine.client.EngineClient) sends with every request.
 CLIENT_HEADERS = {"X-ACE-Companion": "1"}
+
+
+def api_client(app, **kwargs):
+    """A TestClient that talks to `app` as EngineClient does: addressed to 127.0.0.1, with its header.
+
+    (TestClient's default host "testserver" is not a name of the engine, so the engine refuses it.)"""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", headers={**CLIENT_HEADERS, **kwargs.pop("headers", {})},
+                      **kwargs)

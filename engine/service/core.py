@@ -532,6 +532,14 @@ class EngineService:
             ahead += len(queue)
         return 0
 
+    def confine_path(self, name: str, value: str) -> Path:
+        """The file a request field names, if a client may have the engine read it; else RequestError.
+
+        For every route that takes a path: uploads (`file:<id>`), rendered results, and files under
+        `allowed_roots` (`--allow-path`), symlinks resolved. Anything else is refused without saying
+        whether it exists."""
+        return self._check_input(name, value)
+
     def _check_input(self, name: str, value: str) -> Path:
         path, problem = self._input_path(value)
         if problem:
