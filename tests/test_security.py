@@ -270,3 +270,14 @@ def test_token_is_checked_before_the_body_is_read(service):
     status, _, pulled = _asgi_call(app, "POST", "/v1/files", {"content-type": "multipart/form-data; boundary=x"},
                                    [b"x" * 65536] * 64)
     assert status == 401 and pulled == 0
+
+
+def test_absurd_content_length_is_413_not_a_crash(service):
+    app = create_app(service)
+    status, body, pulled = _asgi_call(app, "POST", "/v1/jobs", {"content-type": "application/json",
+                                                                "content-length": "9" * 5000}, [b"{}"])
+    assert status == 413 and pulled == 0
+    app = create_app(service, token="t")
+    status, body, pulled = _asgi_call(app, "POST", "/release_task", {"content-type": "application/json",
+                                                                     "content-length": "9" * 5000}, [b"{}"])
+    assert status == 401 and pulled == 0

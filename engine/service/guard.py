@@ -100,6 +100,9 @@ class Guard:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "websocket":  # the engine has no WebSocket routes
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -111,9 +114,9 @@ class Guard:
             await _answer(send, status, detail, field_name, extra)
             return
         limit = _body_limit(scope, headers, settings)
-        length = headers.get("content-length", "")
-        if length.strip().isdigit() and int(length) > limit:
-            await _answer(send, 413, f"body too large: {int(length)} bytes (limit {limit} bytes for this "
+        length = _content_length(headers)
+        if length is not None and length > limit:
+            await _answer(send, 413, f"body too large: {length} bytes (limit {limit} bytes for this "
                                      f"request)", _size_field(headers), {})
             return
         await self._call_limited(scope, receive, send, limit, headers)
@@ -177,8 +180,8 @@ def _refusal(scope: dict, headers: dict[str, str], settings: GuardSettings) -> t
                 return (401, "missing or wrong token: send 'Authorization: Bearer TOKEN'", None,
                         {"WWW-Authenticate": "Bearer"})
     if not scope["state"]["authorized"]:
-        length = headers.get("content-length", "")
-        if length.strip().isdigit() and int(length) > UNAUTHENTICATED_BODY_LIMIT:
+        length = _content_length(headers)
+        if length is not None and length > UNAUTHENTICATED_BODY_LIMIT:
             return (401, "missing or wrong token: send 'Authorization: Bearer TOKEN' (ai_token in the body "
                          f"is read only from bodies up to {UNAUTHENTICATED_BODY_LIMIT} bytes)", None,
                     {"WWW-Authenticate": "Bearer"})
@@ -189,6 +192,13 @@ def _refusal(scope: dict, headers: dict[str, str], settings: GuardSettings) -> t
         return (415, f"a POST with {shown} needs the header '{CLIENT_HEADER}: 1' (or send "
                      f"application/json); this keeps web pages from submitting to the engine", "content-type", {})
     return None
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    text = headers.get("content-length", "").strip()
+    if not text.isdigit():
+        return None
+    return int(text) if len(text) <= 18 else 10 ** 18  # no 5,000-digit int() on a header
 
 
 def _same_origin(origin: str, host_header: str) -> bool:
