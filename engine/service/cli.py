@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeatable. Default: none, so clients upload files (file:<id>) or name results")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="also answer requests addressed to NAME (the Host header), e.g. a LAN name of "
-                             "this machine; '*' for any. Default: localhost, 127.0.0.1, [::1] and --host")
+                             "this machine; '*' for any. Default: localhost, 127.0.0.1, [::1], --host, and with "
+                             "--host 0.0.0.0 this machine's host name and addresses")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                         help="HTTP server log level (default warning)")
 

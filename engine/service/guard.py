@@ -164,7 +164,8 @@ def _refusal(scope: dict, headers: dict[str, str], settings: GuardSettings) -> t
         return (403, f"Host '{shown}' is not a name of this engine; if you reach it under that name on "
                      f"purpose, start it with --allow-host {host or 'NAME'}", "host", {})
     origin = headers.get("origin")
-    if origin is not None and origin not in settings.allowed_origins and not _same_origin(origin, host_header):
+    trusted_page = origin is not None and (origin in settings.allowed_origins or "*" in settings.allowed_origins)
+    if origin is not None and not trusted_page and not _same_origin(origin, host_header):
         return (403, f"requests from the web page at {origin} are refused; start the engine with "
                      f"--allow-origin {origin} to let that page use it", "origin", {})
     method = scope.get("method", "GET").upper()
@@ -185,7 +186,6 @@ def _refusal(scope: dict, headers: dict[str, str], settings: GuardSettings) -> t
             return (401, "missing or wrong token: send 'Authorization: Bearer TOKEN' (ai_token in the body "
                          f"is read only from bodies up to {UNAUTHENTICATED_BODY_LIMIT} bytes)", None,
                     {"WWW-Authenticate": "Bearer"})
-    trusted_page = origin is not None and origin in settings.allowed_origins
     if (method == "POST" and not settings.token and not trusted_page and not _is_json(headers)
             and CLIENT_HEADER.lower() not in headers):
         shown = headers.get("content-type") or "no content type"
