@@ -196,6 +196,16 @@ def test_own_names_and_configured_hosts_are_answered(service):
         assert c.get("/health").status_code == 200
 
 
+def test_pages_served_from_this_machine_may_post_forms(bare, service):
+    """ACE-Step-DAW's dev server (localhost:5174) posts multipart through its proxy."""
+    for origin in ("http://localhost:5174", "http://127.0.0.1:3000", "http://[::1]:8080"):
+        response = bare.post("/release_task", data={"prompt": "x"}, headers={"Origin": origin})
+        assert response.status_code == 200, (origin, response.text)
+    for origin in ("http://localhost.evil.example", "http://127.0.0.1.evil.example:5174", "file://"):
+        response = bare.post("/release_task", data={"prompt": "x"}, headers={"Origin": origin})
+        assert response.status_code == 403 and response.json()["field"] == "origin"
+
+
 def test_allowed_origin_page_may_post_forms(service):
     app = create_app(service, allow_origins=["http://localhost:5173"])
     with TestClient(app, base_url="http://127.0.0.1") as c:
