@@ -236,7 +236,7 @@ def write_vae(folder: Path, seed: int) -> Path:
     with warnings.catch_warnings():  # diffusers builds Oobleck with the legacy weight_norm
         warnings.simplefilter("ignore", FutureWarning)
         vae = AutoencoderOobleck(**TINY_VAE_CONFIG)
-    vae.to(torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
+    torch.nn.Module.to(vae, torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
     return folder
 
 
