@@ -64,8 +64,9 @@ def _load(module_name: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or "?"
+        extra = '".[gui]"' if missing.split(".")[0] in ("PyQt6", "sounddevice") else "."
         print(f"ace-companion: cannot start '{module_name}': missing Python module '{missing}'. "
-              f"Install the project with `pip install -e .`.", file=sys.stderr)
+              f"Install the project with `pip install -e {extra}`.", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
                      quit_on_signals)
-from gui.engine_process import EngineProcess
+from engine.process import EngineProcess
 from gui.settings import Settings, default_config_dir, load_settings
 
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from gui.app import make_application, make_client
     from gui.engine_link import wait_until
-    from gui.engine_process import EngineProcess
+    from engine.process import EngineProcess
     from gui.settings import Settings
 
     app = make_application()

@@ -91,3 +91,17 @@ def test_display_check_rules():
     assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
     assert display_problem({}, "darwin") is None and display_problem({}, "win32") is None
+
+
+def test_dependencies_are_bounded_and_a_headless_install_has_no_qt():
+    import re
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~ ]", dep)[0].lower(): dep for dep in project["dependencies"]}
+    for name in ("transformers", "tokenizers", "diffusers", "huggingface_hub"):
+        assert "<" in names[name], f"{name} needs an upper bound so pip does not backtrack"
+    assert not {"pyqt6", "sounddevice", "lupa"} & set(names)
+    extras = project["optional-dependencies"]
+    assert any(dep.startswith("PyQt6") for dep in extras["gui"])
+    assert any(dep.startswith("lupa") for dep in extras["test"])
+    assert '".[gui,test]"' in (ROOT / ".ci" / "run").read_text()

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from gui import launcher, screenshot
-from gui.engine_process import EngineProcess
+from engine.process import EngineProcess
 from gui.settings import Settings
 from tests.gui_helpers import PARITY_CHECKPOINTS, InProcessEngine, StandInPipeline, qt_app, wait_for
 
@@ -148,7 +148,7 @@ def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path
     import time
 
     from engine.client import EngineClient, EngineUnavailable
-    from gui.engine_process import free_port
+    from engine.process import free_port
     url = f"http://127.0.0.1:{free_port()}"
     (tmp_path / "gui.json").write_text(json.dumps({
         "engine_url": url, "output_dir": str(tmp_path / "out"), "osc_command_port": free_port(),

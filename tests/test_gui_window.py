@@ -180,7 +180,7 @@ def test_a_take_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(e
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
     from engine.client import EngineClient
-    from gui.engine_process import free_port
+    from engine.process import free_port
     from gui.main_window import MainWindow
     from tests.gui_helpers import make_fake_daw
 
