@@ -105,3 +105,20 @@ def test_dependencies_are_bounded_and_a_headless_install_has_no_qt():
     assert any(dep.startswith("PyQt6") for dep in extras["gui"])
     assert any(dep.startswith("lupa") for dep in extras["test"])
     assert '".[gui,test]"' in (ROOT / ".ci" / "run").read_text()
+
+
+def test_bridge_logs_http_requests_only_at_debug():
+    from bridge.cli import quiet_http_logs
+    quiet_http_logs("info")
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    quiet_http_logs("debug")
+    assert logging.getLogger("httpx").isEnabledFor(logging.DEBUG)
+    quiet_http_logs("info")
+
+
+def test_window_and_bridge_share_one_clip_folder_and_a_standalone_bridge_names_no_window():
+    from bridge.config import BridgeConfig
+    from gui.settings import Settings
+    assert Settings().output_dir == BridgeConfig().output_dir
+    for path in (ROOT / "bridge").rglob("*.py"):
+        assert "from the window" not in path.read_text(encoding="utf-8"), path

@@ -110,6 +110,11 @@ def test_engine_subprocess_starts_on_the_tiny_checkpoints_and_stops(tmp_path):
     try:
         process.wait_ready(EngineClient(process.url), timeout_s=180)
         assert EngineClient(process.url).health()["status"] == "ok"
+        first = process.process.pid
+        process.restart()  # Engine > Restart: same port, a new process, the log kept
+        process.wait_ready(EngineClient(process.url), timeout_s=180)
+        assert process.process.pid != first and process.starts == 2
+        assert process.log_path.read_text().count("engine: serving") == 2
     finally:
         process.stop()
     assert not process.running()

@@ -60,7 +60,7 @@ def test_generate_from_the_window_shows_progress_then_results(window, tmp_path):
         assert os.path.dirname(item.path) == str(tmp_path / "output")
         assert os.path.getsize(item.path) > 1000
         assert item.duration == pytest.approx(6.0, abs=0.05)
-        assert item.peaks is not None and item.peaks.shape[1] == 2 and np.abs(item.peaks).max() > 0
+        assert item.peaks is not None and item.peaks.shape[1] == 3 and np.abs(item.peaks).max() > 0
         assert item.request["caption"] == "short test clip"
     assert len({item.seed for item in window.results_model.items()}) == 2
 
@@ -118,7 +118,7 @@ def test_engine_disconnect_shows_a_banner_and_reconnects(tmp_path):
     try:
         win.show()
         assert wait_for(lambda: win.banner.isVisible(), 20)
-        assert "not reachable" in win.banner.text()
+        assert "not answering" in win.banner.text()
         server.start()
         assert wait_for(lambda: not win.banner.isVisible(), 20)
         assert win.host_panel.adapter_connected("engine")

@@ -293,7 +293,7 @@ class HostPanel(QGroupBox):
             seconds = f"{start:.2f} – {end:.2f} s ({end - start:.2f} s)"
             if self.tempo_spin.value() or snapshot_value(self.snapshot, _SELECTION_QN_KEYS):
                 start_beats, end_beats, beats_per_bar = self._selection_beats(selection)
-                seconds = (f"bar {bars_beats(start_beats, beats_per_bar)} – {bars_beats(end_beats, beats_per_bar)}"
+                seconds = (f"{bars_beats(start_beats, beats_per_bar)} – {bars_beats(end_beats, beats_per_bar)}"
                            f"   {seconds}")
             self.selection_label.setText(seconds)
         self.values_changed.emit()
