@@ -119,6 +119,7 @@ def _int(value: Any, default: int) -> int:
 
 class JobsModel(QAbstractTableModel):
     COLUMNS = ("Job", "Task", "State", "Progress", "Details")
+    STATE_COLUMN = 2
     PROGRESS_COLUMN = 3
 
     def __init__(self, parent=None):

@@ -22,24 +22,27 @@ PEAK_COLUMNS = 800
 
 
 def compute_peaks(audio: np.ndarray, columns: int = PEAK_COLUMNS) -> np.ndarray:
-    """Per column of the channel mix: min, max and RMS; shape [columns, 3], clipped to -1..1.
+    """Per column over all channels: min, max and RMS; shape [columns, 3], clipped to -1..1.
 
-    `audio` is [channels, samples] (the engine's layout) or [samples]. Empty audio gives zeros.
+    `audio` is [channels, samples] (the engine's layout) or [samples]. The channels are not
+    summed: a wide stereo signal would cancel in a mono mix and look quieter than it sounds.
+    Empty audio gives zeros.
     """
     if columns < 1:
         raise ValueError(f"columns must be at least 1, got {columns}")
     data = np.asarray(audio, dtype=np.float32)
-    if data.ndim == 2:
-        data = data.mean(axis=0)
-    elif data.ndim != 1:
+    if data.ndim == 1:
+        data = data[None]
+    elif data.ndim != 2:
         raise ValueError(f"audio must be [samples] or [channels, samples], got shape {data.shape}")
     envelope = np.zeros((columns, 3), dtype=np.float32)
-    if data.size == 0:
+    length = data.shape[1]
+    if length == 0:
         return envelope
-    edges = np.linspace(0, data.size, columns + 1).astype(np.int64)
+    edges = np.linspace(0, length, columns + 1).astype(np.int64)
     for column in range(columns):
         start, end = edges[column], max(edges[column + 1], edges[column] + 1)
-        chunk = data[start:min(end, data.size)]
+        chunk = data[:, start:min(end, length)]
         if chunk.size:
             envelope[column] = (chunk.min(), chunk.max(), np.sqrt(np.mean(np.square(chunk, dtype=np.float64))))
     return np.clip(envelope, -1.0, 1.0)
@@ -54,7 +57,7 @@ def read_peaks(path: str, columns: int = PEAK_COLUMNS) -> tuple[np.ndarray, floa
 class WaveformDelegate(QStyledItemDelegate):
     """Paints a result row: a caption line, then the waveform with region, A/B marks and playhead."""
 
-    ROW_HEIGHT = 78
+    ROW_HEIGHT = 96
     CAPTION_HEIGHT = 18
 
     def __init__(self, parent=None, position: Callable[[], float] | None = None):

@@ -45,7 +45,7 @@ def test_settings_location_follows_the_config_dir_variable(tmp_path, monkeypatch
 
 
 # ------------------------------------------------------------------- peaks
-def test_peaks_hold_min_max_and_rms_of_each_column_of_the_channel_mix():
+def test_peaks_hold_min_max_and_rms_of_each_column_over_the_channels():
     left = np.concatenate([np.full(100, 0.5), np.full(100, -0.25)]).astype(np.float32)
     peaks = compute_peaks(np.stack([left, left]), columns=2)
     assert peaks.shape == (2, 3)
@@ -59,6 +59,9 @@ def test_peaks_hold_min_max_and_rms_of_each_column_of_the_channel_mix():
     envelope = compute_peaks(sine, columns=10)
     np.testing.assert_allclose(envelope[:, 2], 1 / np.sqrt(2), atol=0.01)
     assert (envelope[:, 1] > 0.99).all() and (envelope[:, 0] < -0.99).all()
+    # opposite channels cancel in a mono mix; the envelope still shows them at full level
+    wide = compute_peaks(np.stack([sine, -sine]), columns=10)
+    np.testing.assert_allclose(wide[:, 2], 1 / np.sqrt(2), atol=0.01)
 
 
 def test_peaks_reject_bad_shapes_and_column_counts():

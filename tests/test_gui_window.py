@@ -254,6 +254,7 @@ def test_direct_repaint_of_a_source_file_marks_the_region_on_the_waveform(window
     panel.source.edit.setText(str(source))
     panel.region_start.setValue(2.0)
     panel.region_end.setValue(5.0)
+    panel.steps.setValue(2)  # the region marking is under test, not the sampler
     panel.task_buttons["repaint"].click()
     assert wait_for(lambda: _last_job_state(window) in ("done", "failed"), 120), window.statusBar().currentMessage()
     row = window.jobs_model.job(window.last_job_id)

@@ -58,6 +58,7 @@ class JobsPanel(QGroupBox):
         header.setMinimumSectionSize(40)
         self.table.verticalHeader().setDefaultSectionSize(24)
         self.table.setWordWrap(False)
+        self.table.setColumnHidden(JobsModel.STATE_COLUMN, True)  # the progress bar names the state
         self.table.doubleClicked.connect(lambda index: self.open_requested.emit(index.data(JOB_ID_ROLE)))
 
         self.open_button = QPushButton("Open results")
