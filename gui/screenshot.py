@@ -107,5 +107,7 @@ def _run_demo(window, app, timeout_s: float) -> None:
     if not finished:
         print("screenshot: the demo job did not finish in time", file=sys.stderr)
         return
+    window.results_panel.list.setCurrentIndex(window.results_model.index(1))
+    window.results_panel.mark("B")
     window.results_panel.list.setCurrentIndex(window.results_model.index(0))
     window.results_panel.mark("A")
