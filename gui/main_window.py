@@ -129,8 +129,8 @@ class MainWindow(QMainWindow):
             scroll = QScrollArea()
             scroll.setWidget(holder)
             scroll.setWidgetResizable(True)
-            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-            scroll.setMinimumWidth(340)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)  # only below ~1200 px
+            scroll.setMinimumWidth(220)
             split.addWidget(scroll)
             self.columns.append(column)
         right = QSplitter(Qt.Orientation.Vertical)

@@ -122,3 +122,12 @@ def test_window_and_bridge_share_one_clip_folder_and_a_standalone_bridge_names_n
     assert Settings().output_dir == BridgeConfig().output_dir
     for path in (ROOT / "bridge").rglob("*.py"):
         assert "from the window" not in path.read_text(encoding="utf-8"), path
+
+
+def test_loading_the_vae_prints_no_float32_cast_warning(parity_checkpoints, capfd):
+    import torch
+
+    from engine.models.vae import VAE
+    VAE.from_folder(parity_checkpoints / "vae", dtype=torch.float32)
+    captured = capfd.readouterr()
+    assert "kept in float32" not in captured.err + captured.out

@@ -157,3 +157,17 @@ def test_results_of_a_job_the_window_did_not_start_can_be_opened(window, tmp_pat
     window.jobs_panel.table.selectRow(0)
     window.jobs_panel.open_button.click()
     assert fetched and fetched[0][0] == "/v1/files/r0" and fetched[0][1].startswith(str(tmp_path / "out"))
+
+
+def test_common_controls_need_no_scrolling_at_1280x800(window):
+    from PyQt6.QtWidgets import QScrollArea
+    window.resize(1280, 800)
+    wait_for(lambda: False, 0.3)
+    scrolls = window.splitter.findChildren(QScrollArea)
+    assert len(scrolls) == 2
+    for scroll in scrolls:
+        assert not scroll.verticalScrollBar().isVisible() and not scroll.horizontalScrollBar().isVisible()
+    prompt = window.prompt_panel
+    for widget in (prompt.source, prompt.region_start, prompt.reference, prompt.caption, prompt.duration,
+                   prompt.task_buttons["generate"], window.jobs_panel.table, window.results_panel.list):
+        assert not widget.visibleRegion().isEmpty(), widget

@@ -73,6 +73,7 @@ def test_cancel_from_the_window_stops_the_running_job(window):
     window.jobs_panel.cancel_button.click()  # nothing selected: cancels the newest unfinished job
     assert wait_for(lambda: _last_job_state(window) == "cancelled", 60)
     assert window.results_model.rowCount() == 0
+    assert wait_for(lambda: "cancelled" in window.statusBar().currentMessage(), 10)  # not "queued" any more
 
 
 def _last_job_state(window) -> str | None:
