@@ -444,3 +444,37 @@ def test_window_icons_are_standard_icons_not_symbol_characters():
         assert all(ord(ch) < 0x2190 for ch in button.text()), button.text()  # no arrows, dice or emoji
     dice = panel.params_box.findChild(QAbstractButton, "new_seed")
     assert dice is not None and not dice.icon().isNull()
+
+
+def test_waveform_row_draws_region_edges_and_the_playhead():
+    qt_app()
+    from PyQt6.QtCore import QRect
+    from PyQt6.QtGui import QColor, QImage, QPainter
+    from PyQt6.QtWidgets import QStyleOptionViewItem
+
+    from gui.results_model import ResultItem, ResultsModel
+    from gui.theme import COLOURS
+    from gui.waveform import WaveformDelegate
+    model = ResultsModel()
+    model.add(ResultItem(job_id="j", index=0, seed=1, path="/x.wav", duration=10.0, sample_rate=48000,
+                         peaks=np.zeros((100, 3), np.float32), region=(2.0, 5.0)))
+    position = [7.5]
+    delegate = WaveformDelegate(position=lambda: position[0])
+    delegate.playing = ("j", 0)
+    image = QImage(400, WaveformDelegate.ROW_HEIGHT, QImage.Format.Format_RGB32)
+    image.fill(QColor("black"))
+    option = QStyleOptionViewItem()
+    option.rect = QRect(0, 0, 400, WaveformDelegate.ROW_HEIGHT)
+    painter = QPainter(image)
+    delegate.paint(painter, option, model.index(0))
+    painter.end()
+    left, width = 3 + 6, 400 - 6 - 12  # the row's inset and the waveform's margins
+    y = WaveformDelegate.ROW_HEIGHT - 12
+
+    def colour_at(seconds: float) -> QColor:
+        return image.pixelColor(int(left + width * seconds / 10.0), y)
+
+    assert colour_at(7.5).lightness() > 200  # the playhead
+    region, outside = colour_at(3.5), colour_at(9.0)
+    assert region.red() > outside.red() + 20  # the region is shaded orange
+    assert colour_at(2.0).red() > 150  # its edges are drawn
