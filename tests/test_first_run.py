@@ -50,16 +50,17 @@ def test_health_says_tiny_random_weights(tiny_root, tmp_path, parity_checkpoints
         assert health["warning"] == (ck.TINY_WARNING if tiny else None)
 
 
-def test_a_client_dropping_an_upload_leaves_one_log_line(tmp_path, caplog):
+@pytest.mark.parametrize("route, field", [("/v1/jobs", "src_audio"), ("/v1/files", "file")])
+def test_a_client_dropping_an_upload_leaves_one_log_line(tmp_path, caplog, route, field):
     lines: list[str] = []
     service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lines.append)
     service.start()
     try:
         with LiveServer(create_app(service)) as server, caplog.at_level(logging.ERROR):
             boundary = "xyz"
-            head = (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+            head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
                     f"boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
-                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"src_audio\"; filename=\"a.wav\"\r\n"
+                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a.wav\"\r\n"
                     f"Content-Type: audio/wav\r\n\r\n").encode() + b"\0" * 5000
             with socket.create_connection(("127.0.0.1", server.port)) as sock:
                 sock.sendall(head)

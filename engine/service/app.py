@@ -18,11 +18,13 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from engine import __version__
@@ -110,6 +112,12 @@ def create_app(service: EngineService, token: str | None = None,
         # a client that drops an upload halfway: one line in the log, not a traceback
         service.log(f"{request.method} {request.url.path}: the client disconnected before the request was read")
         return JSONResponse({"detail": "client disconnected", "field": None}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps a drop while it reads a form
+            return await _client_gone(request, exc.__cause__)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
