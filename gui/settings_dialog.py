@@ -55,6 +55,9 @@ class SettingsDialog(QDialog):
         self.audio_device.setCurrentText(settings.audio_device or "system default")
         self.audio_device.setEnabled(bool(audio_devices))
 
+        for combo in (self.host, self.midi_in, self.audio_device):
+            combo.setMinimumWidth(240)
+        self.midi_in.lineEdit().setPlaceholderText("none (type or pick an input)")
         engine_box, engine_form = _section("Engine")
         engine_form.addRow("URL", self.engine_url)
         engine_form.addRow("Token", self.engine_token)
