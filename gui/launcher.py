@@ -1,7 +1,8 @@
 """`ace-companion` with no command: start the engine (if needed) and the bridge, open the window.
 
-The engine is started as a subprocess unless one already answers /health at the configured URL
-or --engine-url is given. Whatever the launcher started is stopped when the window closes.
+The engine is started as a subprocess (engine.process.EngineProcess) unless one already answers
+/health at the configured URL or --engine-url is given; the window restarts it if it dies. Whatever
+the launcher started is stopped when the window closes.
 """
 
 from __future__ import annotations

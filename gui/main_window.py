@@ -352,9 +352,12 @@ class MainWindow(QMainWindow):
             self._watch_timer.start()
             self.link.check_health()
 
+        def failed(exc: BaseException) -> None:
+            self.show_error(f"The engine could not be started: {describe_error(exc)}")
+            self._watch_timer.start()  # still not running: the next check schedules the next attempt
+
         self._watch_timer.stop()
-        self.runner.run(process.restart, done,
-                        lambda exc: self.show_error(f"The engine could not be started: {describe_error(exc)}"))
+        self.runner.run(process.restart, done, failed)
 
     def open_settings(self) -> None:
         from gui.settings_dialog import SettingsDialog
