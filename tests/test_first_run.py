@@ -41,10 +41,10 @@ def tiny_root(parity_checkpoints, tmp_path) -> Path:
 
 
 def test_health_says_tiny_random_weights(tiny_root, tmp_path, parity_checkpoints):
-    from fastapi.testclient import TestClient
+    from tests.service_support import api_client
     for root, tiny in ((tiny_root, True), (parity_checkpoints, False)):
         service = EngineService(_TinyInfo(root), tmp_path / f"results-{tiny}", log=lambda line: None)
-        with TestClient(create_app(service)) as client:
+        with api_client(create_app(service)) as client:
             health = client.get("/health").json()
         assert health["tiny_weights"] is tiny
         assert health["warning"] == (ck.TINY_WARNING if tiny else None)
@@ -58,7 +58,8 @@ def test_a_client_dropping_an_upload_leaves_one_log_line(tmp_path, caplog, route
     try:
         with LiveServer(create_app(service)) as server, caplog.at_level(logging.ERROR):
             boundary = "xyz"
-            head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+            head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-ACE-Companion: 1\r\n"
+                    f"Content-Type: multipart/form-data; "
                     f"boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
                     f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a.wav\"\r\n"
                     f"Content-Type: audio/wav\r\n\r\n").encode() + b"\0" * 5000
