@@ -273,10 +273,10 @@ class BridgeApp:
     # ================================================================ delivery
     def _insert(self, path: str, clip: ClipPlan, mode: str, group: str = "") -> tuple[bool, str | None, str]:
         if mode == "none":
-            return False, None, "insertion is off: drag the clip from the window"
+            return False, None, "insertion is off: drag the clip into the DAW from the clip folder"
         adapter = self._daw("can_insert")
         if adapter is None:
-            return False, None, "no DAW connected that can insert: drag the clip from the window"
+            return False, None, "no DAW connected that can insert: drag the clip into the DAW from the clip folder"
         new_track = clip.new_track or mode == "new_track"
         try:
             adapter.insert(path, clip.region.start_s, track=None, new_track=new_track,
@@ -284,7 +284,7 @@ class BridgeApp:
                            length_s=clip.region.length_s, group=group, timeout_s=self.config.insert_timeout_s)
         except AdapterError as exc:
             log.warning("insert through %s failed: %s", adapter.name, exc)
-            return False, adapter.name, f"{exc}; drag the clip from the window instead"
+            return False, adapter.name, f"{exc}; drag the clip into the DAW from the clip folder instead"
         return True, adapter.name, "inserted"
 
     # ================================================================ manual insertion

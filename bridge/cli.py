@@ -112,8 +112,15 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
     return config
 
 
+def quiet_http_logs(level: str) -> None:
+    """httpx logs every request (engine calls, the once-a-second BEATPOS poll) at INFO: only at debug."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="bridge: %(levelname)s %(message)s")
+    quiet_http_logs(args.log_level)
     if args.list_midi:
         from bridge.midi import MidiUnavailable, list_inputs
         try:

@@ -224,7 +224,7 @@ class CommandServer:
         new_track = bool(int_arg(args, 2, "new_track")) if len(args) > 2 else False
         inserted = self.app.insert_result(path, position, new_track)
         self.reply(sender, "ok" if inserted else "error", "insert",
-                   path if inserted else "no DAW took the clip: drag it from the window")
+                   path if inserted else "no DAW took the clip: drag it into the DAW from the clip folder")
 
     # ------------------------------------------------------------- manual host state
     def _region(self, sender, *args):

@@ -95,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)
         return 1
     info = pipeline.info()
+    from engine.checkpoints import TINY_WARNING, tiny_in_use
+    tiny = tiny_in_use(root, info.get("dit"), info.get("lm"))
     print(f"engine: ready on {info.get('device')} ({info.get('dtype')}), DiT {info.get('dit')}, "
-          f"LM {info.get('lm') or 'none'}", file=sys.stderr, flush=True)
+          f"LM {info.get('lm') or 'none'}" + (f"; {TINY_WARNING} (`ace-companion download` fetches the real "
+                                              f"ones)" if tiny else ""), file=sys.stderr, flush=True)
 
     service = EngineService(pipeline, results_dir=args.results,
                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_roots=args.allow_path)
