@@ -36,7 +36,8 @@ from engine.request import TIME_SIGNATURES, TRACK_NAMES, GenerationRequest, Requ
 log = logging.getLogger(__name__)
 
 # Keys in `overrides` that steer the bridge rather than the request.
-BRIDGE_KEYS = {"region", "region_beats", "bars", "stems", "insert", "source_file", "snap", "priority"}
+BRIDGE_KEYS = {"region", "region_beats", "bars", "stems", "insert", "source_file", "snap", "priority",
+               "source_offset_s", "track_name"}  # the last two: sketch -> part (bridge/sketch.py)
 
 Event = dict[str, Any]
 Listener = Callable[[Event], None]
@@ -83,6 +84,7 @@ class _Plan:
     source_file: str | None
     insert_mode: str
     priority: str = "interactive"
+    source_offset_s: float | None = None  # project time of source_file's first sample (None = config)
 
 
 class BridgeApp:
@@ -152,7 +154,7 @@ class BridgeApp:
 
     def _make_midi(self):
         from bridge.midi import MidiAdapter, MidiListener, parse_mapping
-        mappings = [parse_mapping(text, ACTIONS + ("cancel",)) for text in self.config.midi_mappings]
+        mappings = [parse_mapping(text, ACTIONS + ("cancel", "sketch")) for text in self.config.midi_mappings]
         listener = MidiListener(self.host_state, mappings, on_action=self._midi_action)
         return MidiAdapter(listener, self.config.midi_in, self.config.midi_virtual)
 
@@ -209,11 +211,14 @@ class BridgeApp:
                    notify: Listener | None = None) -> str:
         """Start `action` (generate, repaint, continue, cover, stems, extract) on the selected
         region; returns the (first) engine job id. Raises BridgeError with a clear message."""
+        if action == "sketch":  # MIDI sketch -> part: renders the notes, then runs cover (bridge/sketch.py)
+            from bridge.sketch import run_sketch
+            return run_sketch(self, overrides, notify)
         started = time.monotonic()
         plan = self._plan(action, dict(overrides or {}))
         source_path = None
         if plan.source_span is not None:
-            source_path = self._context_audio(*plan.source_span, plan.source_file)
+            source_path = self._context_audio(*plan.source_span, plan.source_file, plan.source_offset_s)
         record = ActionRecord(id=uuid.uuid4().hex[:12], action=action)
         try:
             if source_path is not None:
@@ -341,7 +346,8 @@ class BridgeApp:
                 if action == "repaint":
                     task.update(repainting_start=round(w.repaint_start_s, 6), repainting_end=round(w.repaint_end_s, 6))
                 requests.append({**base, **task})
-                clips.append(ClipPlan(region, w.start_s, action))
+                track_name = str(overrides.get("track_name") or "")  # sketch -> part: a new named track
+                clips.append(ClipPlan(region, w.start_s, action, new_track=bool(track_name), track_name=track_name))
                 span = (w.start_s, w.end_s)
             elif action == "continue":
                 bars = overrides.get("bars", self.config.continue_bars)
@@ -384,7 +390,7 @@ class BridgeApp:
         if span is not None and not source_file and self._daw("can_render") is None:
             raise BridgeError(self._no_source_message())
         return _Plan(action, requests, clips, tempo_map, key, host_sr, project, span, source_file, insert_mode,
-                     overrides.get("priority", "interactive"))
+                     overrides.get("priority", "interactive"), overrides.get("source_offset_s"))
 
     def _region(self, overrides: dict[str, Any], tempo_map: TempoMap) -> Region:
         if overrides.get("region") is not None:
@@ -418,7 +424,8 @@ class BridgeApp:
                 "/acecomp/source <path>")
 
     # ---------------------------------------------------------------- source audio
-    def _context_audio(self, start_s: float, end_s: float, source_file: str | None) -> str:
+    def _context_audio(self, start_s: float, end_s: float, source_file: str | None,
+                       source_offset_s: float | None = None) -> str:
         """A 48 kHz WAV of project time [start_s, end_s) for upload."""
         os.makedirs(self.config.work_folder, exist_ok=True)
         out = os.path.join(self.config.work_folder, f"context-{uuid.uuid4().hex[:10]}.wav")
@@ -426,7 +433,8 @@ class BridgeApp:
             if source_file:
                 if not os.path.isfile(source_file):
                     raise BridgeError(f"source file not found: {source_file}")
-                audio = source_excerpt(source_file, start_s, end_s, ENGINE_SAMPLE_RATE, self.config.source_offset_s)
+                offset = self.config.source_offset_s if source_offset_s is None else source_offset_s
+                audio = source_excerpt(source_file, start_s, end_s, ENGINE_SAMPLE_RATE, offset)
             else:
                 audio = self._rendered(start_s, end_s)
         except ClipError as exc:

@@ -5,6 +5,7 @@ Requests (UDP, default 127.0.0.1:9110):
       settings: nothing, one JSON object string ('{"caption": "lofi", "seed": 3}'), or
       key/value pairs ("caption", "lofi", "seed", 3). Bridge keys: region (use "start"/"end"
       pairs in seconds), bars (continue), stems ("drums,bass"), insert (replace/add/new_track/none).
+  /acecomp/sketch [settings]          the selected MIDI clip (or midi_path <file.mid>) -> a produced part
   /acecomp/cancel [job_id]            cancel a job, or the latest running action
   /acecomp/insert <path> [position_s] [new_track 0|1]
   /acecomp/region <start_s> <end_s>   /acecomp/region/beats <start_qn> <end_qn>
@@ -17,6 +18,7 @@ Replies (to the sender's port, or the configured reply port):
   /acecomp/progress <job_id> <stage> <step> <total> <percent>
   /acecomp/result <job_id> <path> <position_s> <inserted 0|1> <message>
   /acecomp/done <action_id> <state>
+  /acecomp/sketch <synth> <message>   which synth rendered a MIDI sketch (builtin: no SoundFont found)
   /acecomp/error <what> <message>
   /acecomp/ok <what>   /acecomp/status <json>   /acecomp/pong
 """
@@ -72,7 +74,7 @@ class CommandServer:
         self.app = app
         self.reply_port = reply_port
         self.osc = OscEndpoint(host, port, "commands")
-        for action in ACTIONS:
+        for action in ACTIONS + ("sketch",):  # sketch: MIDI clip -> part (bridge/sketch.py)
             self.osc.map(f"{PREFIX}/{action}", self._action)
         handlers = {
             "cancel": self._cancel, "insert": self._insert, "region": self._region,
@@ -147,6 +149,8 @@ class CommandServer:
                 self.reply(sender, "error", event.get("job_id") or action, event["message"])
             elif kind == "done":
                 self.reply(sender, "done", event["action_id"], event["state"])
+            elif kind == "sketch":  # which synth rendered the MIDI sketch, and why
+                self.reply(sender, "sketch", event["synth"], event["message"])
         try:
             self.app.run_action(action, settings, notify=notify)
         except Exception as exc:

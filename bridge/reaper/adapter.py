@@ -366,3 +366,21 @@ class ReaperAdapter(HostAdapter):
                       track=-1 if track is None else int(track), new_track=new_track,
                       track_name=track_name.replace("\n", " "), replace=replace,
                       length="" if length_s is None else f"{length_s:.9f}")
+
+    # ------------------------------------------------------------- MIDI (Sketch -> part)
+    def read_midi(self, dest_path: str, timeout_s: float = 15.0) -> str:
+        """The notes of the selected MIDI item(s) as text (see bridge/sketch.parse_reaper_notes)."""
+        dest_path = os.path.abspath(dest_path)
+        os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+        reply = self._command("read_midi", timeout_s, path=dest_path)
+        path = reply.get("path") or dest_path
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise AdapterError(f"REAPER reported the MIDI notes in {path} but it cannot be read: {exc}") from None
+        finally:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
