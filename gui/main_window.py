@@ -81,10 +81,15 @@ class MainWindow(QMainWindow):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.prompt_panel.tasks_box)
+        # ---- Sketch -> part (gui/panels/sketch_panel.py)
+        from gui.panels.sketch_panel import SketchPanel
+        self.sketch_panel = SketchPanel()
+        self.sketch_panel.watch_drops(self)
+        right.addWidget(self.sketch_panel)
         right.addWidget(self.jobs_panel)
         right.addWidget(self.results_panel)
         right.setCollapsible(0, False)
-        right.setSizes([110, 230, 420])
+        right.setSizes([110, 90, 230, 420])
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(scroll)
         split.addWidget(right)
@@ -107,6 +112,7 @@ class MainWindow(QMainWindow):
         self.link.health_changed.connect(self._on_health)
         self.link.error.connect(self.show_error)
         self.prompt_panel.action_requested.connect(self.run_action)
+        self.sketch_panel.sketch_requested.connect(self.run_sketch)
         self.prompt_panel.load_models_requested.connect(self._load_models)
         self.jobs_panel.cancel_requested.connect(self.link.cancel)
         self.jobs_panel.autogen_changed.connect(self.link.set_autogen)
@@ -178,6 +184,23 @@ class MainWindow(QMainWindow):
         for request in requests:
             self.link.submit(request.to_dict(), autogen=autogen, on_submitted=self._on_submitted,
                              on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+
+    def run_sketch(self, settings: dict) -> None:
+        """Sketch -> part through the bridge: the DAW's selected MIDI clip, or `settings["midi_path"]`."""
+        if self.bridge_link is None:
+            self.show_error("Sketch → part needs the bridge (start the window with a DAW bridge)")
+            return
+        try:
+            values, host = self.prompt_panel.values(), self.host_panel.values()
+            overrides = {**bridge_overrides("cover", values, host, self.host_panel.following()), **settings}
+        except (RequestError, OSError, RuntimeError) as exc:
+            self.show_error(f"sketch: {exc}")
+            return
+        overrides.pop("src_audio", None)
+        self.bridge_link.run_action("sketch", overrides,
+                                    lambda job_id: self._on_bridge_job(job_id, "sketch", overrides),
+                                    lambda exc: self.show_error(f"sketch: {describe_error(exc)}"))
+        self.statusBar().showMessage("sketch: reading the MIDI…")
 
     def _on_submitted(self, job_id: str) -> None:
         self.last_job_id = job_id
@@ -350,6 +373,9 @@ class MainWindow(QMainWindow):
             self._add_bridge_clip(event)
         elif kind == "error":
             self.show_error(f"Bridge: {event.get('message')}")
+        elif kind == "sketch":  # which synth rendered the MIDI sketch (a line when it is the built-in one)
+            self.sketch_panel.show_message(f"{event.get('track_name')}: {event.get('notes')} notes. "
+                                           f"{event.get('message')}")
         elif kind == "offer":
             self.show_error(f"{event.get('message')}: drag {os.path.basename(str(event.get('path')))} "
                             "from the list")
