@@ -154,7 +154,7 @@ class BridgeApp:
 
     def _make_midi(self):
         from bridge.midi import MidiAdapter, MidiListener, parse_mapping
-        mappings = [parse_mapping(text, ACTIONS + ("cancel", "sketch")) for text in self.config.midi_mappings]
+        mappings = [parse_mapping(text, ACTIONS + ("cancel", "sketch", "jam")) for text in self.config.midi_mappings]
         listener = MidiListener(self.host_state, mappings, on_action=self._midi_action)
         return MidiAdapter(listener, self.config.midi_in, self.config.midi_virtual)
 
@@ -162,7 +162,17 @@ class BridgeApp:
         if action == "cancel":
             self.cancel()
             return
+        if action == "jam":  # start or stop jam (bridge/jam.py)
+            from bridge.jam import jam_controller
+            threading.Thread(target=self._quietly, args=(jam_controller(self).toggle,), daemon=True).start()
+            return
         threading.Thread(target=self._run_quietly, args=(action,), daemon=True).start()
+
+    def _quietly(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            self._emit({"type": "error", "action": "jam", "action_id": None, "job_id": None, "message": str(exc)})
 
     def _run_quietly(self, action: str) -> None:
         try:
@@ -171,6 +181,8 @@ class BridgeApp:
             self._emit({"type": "error", "action": action, "action_id": None, "job_id": None, "message": str(exc)})
 
     def stop(self) -> None:
+        if getattr(self, "jam", None) is not None:  # bridge/jam.py: cancel its job, end its thread
+            self.jam.stop("the bridge stopped")
         if self.commands is not None:
             self.commands.stop()
             self.commands = None

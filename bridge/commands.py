@@ -6,6 +6,8 @@ Requests (UDP, default 127.0.0.1:9110):
       key/value pairs ("caption", "lofi", "seed", 3). Bridge keys: region (use "start"/"end"
       pairs in seconds), bars (continue), stems ("drums,bass"), insert (replace/add/new_track/none).
   /acecomp/sketch [settings]          the selected MIDI clip (or midi_path <file.mid>) -> a produced part
+  /acecomp/jam/start [settings]       jam ahead of the playhead (settings + bars, lookahead, track)
+  /acecomp/jam/stop   /acecomp/jam/prompt <caption>
   /acecomp/cancel [job_id]            cancel a job, or the latest running action
   /acecomp/insert <path> [position_s] [new_track 0|1]
   /acecomp/region <start_s> <end_s>   /acecomp/region/beats <start_qn> <end_qn>
@@ -18,6 +20,8 @@ Replies (to the sender's port, or the configured reply port):
   /acecomp/progress <job_id> <stage> <step> <total> <percent>
   /acecomp/result <job_id> <path> <position_s> <inserted 0|1> <message>
   /acecomp/done <action_id> <state>
+  /acecomp/jam/chunk <index> <start_s> <end_s> <path> <inserted 0|1>
+  /acecomp/jam/skip <from_s> <to_s>   /acecomp/jam/state <running|stopped> <message>
   /acecomp/sketch <synth> <message>   which synth rendered a MIDI sketch (builtin: no SoundFont found)
   /acecomp/error <what> <message>
   /acecomp/ok <what>   /acecomp/status <json>   /acecomp/pong
@@ -82,6 +86,7 @@ class CommandServer:
             "source": self._source, "project": self._project, "samplerate": self._samplerate,
             "status": self._status, "ping": self._ping,
         }
+        handlers.update({"jam/start": self._jam_start, "jam/stop": self._jam_stop, "jam/prompt": self._jam_prompt})
         for name, handler in handlers.items():
             self.osc.map(f"{PREFIX}/{name}", self._guard(name, handler))
         self.osc.on_unknown(self._unknown)
@@ -155,6 +160,39 @@ class CommandServer:
             self.app.run_action(action, settings, notify=notify)
         except Exception as exc:
             self.error(sender, action, str(exc))
+
+    # ------------------------------------------------------------- jam (bridge/jam.py)
+    def _jam_start(self, sender, *args):
+        from bridge.jam import JamError, jam_controller
+        settings = parse_settings(args)
+
+        def notify(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "jam_chunk":
+                self.reply(sender, "jam/chunk", int(event["index"]), float(event["start_s"]), float(event["end_s"]),
+                           event.get("path") or "", int(bool(event["inserted"])))
+            elif kind == "jam_skip":
+                self.reply(sender, "jam/skip", float(event["from_s"]), float(event["to_s"]))
+            elif kind == "jam_state":
+                self.reply(sender, "jam/state", event["state"], event.get("message") or "")
+        try:
+            jam_controller(self.app).start(settings, notify)
+        except JamError as exc:
+            self.error(sender, "jam/start", str(exc))
+
+    def _jam_stop(self, sender, *args):
+        from bridge.jam import jam_controller
+        if not jam_controller(self.app).stop():
+            return self.error(sender, "jam/stop", "jam is not running")
+        self.reply(sender, "ok", "jam/stop")
+
+    def _jam_prompt(self, sender, *args):
+        from bridge.jam import JamError, jam_controller
+        try:
+            jam_controller(self.app).prompt(str_arg(args, 0, "caption"))
+        except JamError as exc:
+            return self.error(sender, "jam/prompt", str(exc))
+        self.reply(sender, "ok", "jam/prompt")
 
     def _cancel(self, sender, *args):
         job_id = str_arg(args, 0, "job_id") if args else None

@@ -270,3 +270,14 @@ class AbletonAdapter(HostAdapter):
                 box.extend(args)
                 done.set()
                 return
+
+    # ------------------------------------------------------------- Jam: one named track
+    def insert_on_named_track(self, path: str, position_s: float, track_name: str, *, length_s: float | None = None,
+                              timeout_s: float = 10.0) -> None:
+        """Insert on the track called `track_name`, or on a new track of that name when Live has none."""
+        names = [str(n) for n in self.query("/live/song/get/track_names", timeout_s=min(timeout_s, 5.0))]
+        if track_name in names:
+            self.insert(path, position_s, track=names.index(track_name), length_s=length_s, timeout_s=timeout_s)
+        else:
+            self.insert(path, position_s, new_track=True, track_name=track_name, length_s=length_s,
+                        timeout_s=timeout_s)

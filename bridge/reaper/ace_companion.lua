@@ -313,9 +313,26 @@ local function read_midi(cmd)
   return "ok=1\npath=" .. cmd.path .. "\n"
 end
 
+-- ------------------------------------------------------------------ insert_named (Jam)
+-- Like insert, on the track named cmd.track_name; that track is made at the end when missing.
+local function insert_named(cmd)
+  local name = cmd.track_name or ""
+  if name == "" then return "error=insert_named needs a track_name\n" end
+  for i = 0, reaper.CountTracks(0) - 1 do
+    local _, track_name = reaper.GetTrackName(reaper.GetTrack(0, i))
+    if track_name == name then
+      cmd.track, cmd.new_track = tostring(i), "0"
+      return insert(cmd)
+    end
+  end
+  cmd.track, cmd.new_track = tostring(reaper.CountTracks(0) - 1), "1"
+  return insert(cmd)
+end
+
 -- ------------------------------------------------------------------ main loop
 local handlers = { render = render, insert = insert }
 handlers.read_midi = read_midi  -- Sketch -> part (bridge/sketch.py)
+handlers.insert_named = insert_named  -- Jam (bridge/jam.py)
 local last_state, last_write, last_poll = "", 0, 0
 
 local function handle_commands()

@@ -384,3 +384,11 @@ class ReaperAdapter(HostAdapter):
                 os.remove(path)
             except OSError:
                 pass
+
+    # ------------------------------------------------------------- Jam: one named track
+    def insert_on_named_track(self, path: str, position_s: float, track_name: str, *, length_s: float | None = None,
+                              timeout_s: float = 30.0) -> None:
+        """Insert on the track called `track_name` (made at the end of the project when missing)."""
+        self._command("insert_named", timeout_s, path=os.path.abspath(path), position=f"{position_s:.9f}",
+                      track=-1, new_track=0, track_name=track_name.replace("\n", " "), replace=0,
+                      length="" if length_s is None else f"{length_s:.9f}")

@@ -1,0 +1,283 @@
+"""Jam: chunks generated ahead of the playhead of a simulated REAPER (playing) and a simulated
+Live, over the real OSC interface and the engine's HTTP API (echo pipeline)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from bridge.app import BridgeApp
+from bridge.config import BridgeConfig
+from bridge.grid import TempoMap, TempoPoint
+from bridge.host_state import HostState
+from bridge.jam import JamContext, JamController, JamError, continuation_request
+from bridge.wavchunks import read_wav
+from engine.types import Cancelled
+from tests.bridge_support import (EchoPipeline, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
+                                  free_udp_port, wait_until)
+
+HOST_SR = 44100
+NOW = 1000.0  # a clock that stands still: the playhead is exactly where the DAW last said
+
+
+def frozen():
+    return NOW
+
+
+class GatedPipeline(EchoPipeline):
+    """The echo pipeline, held at the start of a job while `gate` is closed (to make a chunk late)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+
+    def generate(self, request, progress=None, cancel=None, dump=False):
+        self.waiting.set()
+        while not self.gate.wait(0.01):
+            if cancel and cancel():
+                raise Cancelled("cancelled")
+        self.waiting.clear()
+        return super().generate(request, progress, cancel, dump)
+
+
+class JamReaper(SimulatedReaper):
+    """The simulated REAPER with the script's `insert_named` and a transport the test moves."""
+
+    def _insert_named(self, cmd):
+        self.inserted.append({"path": cmd["path"], "position": float(cmd["position"]),
+                              "track_name": cmd["track_name"], "named": True})
+        return f"ok=1\npath={cmd['path']}\n"
+
+    def play(self, position_s):
+        self.state["play_state"] = 1
+        self.write_state()
+        self.send("/play", 1.0)
+        self.move(position_s)
+
+    def move(self, position_s):
+        self.send("/time", float(position_s))
+
+    def stop_transport(self):
+        self.state["play_state"] = 0
+        self.write_state()
+        self.send("/stop", 1.0)
+
+
+@pytest.fixture
+def jam_reaper(tmp_path):
+    pipeline = GatedPipeline()
+    with echo_engine(tmp_path, pipeline) as engine:
+        config = BridgeConfig(engine_url=engine.url, host="reaper", osc_port=0, reaper_listen_port=0,
+                              reaper_mailbox=str(tmp_path / "mailbox"), output_dir=str(tmp_path / "clips"),
+                              request_defaults={"caption": "funk"}, render_timeout_s=5, insert_timeout_s=5)
+        app = BridgeApp(config, host_state=HostState(clock=frozen))
+        app.jam = JamController(app, clock=frozen)
+        app.start()
+        reaper = JamReaper(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
+        reaper.set_tempo(96, 3, 4)
+        reaper.play(0.5)
+        wait_until(lambda: app.host_state.get("playing") and app.host_state.get("position_s") == 0.5
+                   and app.host_state.get("sample_rate") == HOST_SR and app.host_state.get("meter") == (3, 4))
+        client = OscPeer()
+        try:
+            yield app, reaper, client, engine
+        finally:
+            client.close()
+            reaper.close()
+            app.stop()
+
+
+def chunk_replies(client, count):
+    wait_until(lambda: len(client.all("/acecomp/jam/chunk")) >= count)
+    return client.all("/acecomp/jam/chunk")[:count]
+
+
+def check_clip(path, start_s, end_s, bpm, num=3, den=4):
+    wav = read_wav(path)
+    assert wav.sample_rate == HOST_SR and wav.frames == round(end_s * HOST_SR) - round(start_s * HOST_SR)
+    assert wav.acid.tempo == pytest.approx(bpm) and (wav.acid.meter_num, wav.acid.meter_den) == (num, den)
+    assert wav.bext.time_reference == round(start_s * HOST_SR)
+    return wav
+
+
+def no_job_running(app):
+    return not [j for j in app.client.jobs() if j["state"] in ("queued", "running")]
+
+
+def test_reaper_jam_stays_ahead_follows_tempo_and_caption_then_stops_clean(jam_reaper):
+    app, reaper, client, engine = jam_reaper
+    bar_s = 1.875  # 3/4 at 96 BPM
+    client.send(app.commands.port, "/acecomp/jam/start", '{"bars": 2, "lookahead": 2, "seed": 3}')
+    assert client.wait_for("/acecomp/jam/state")[0] == "running"
+    first, second = chunk_replies(client, 2)  # two chunks ahead, then it waits for the playhead
+    assert first[:3] == (0, pytest.approx(bar_s), pytest.approx(3 * bar_s)) and first[4] == 1
+    assert second[:3] == (1, pytest.approx(3 * bar_s), pytest.approx(5 * bar_s))
+
+    # a tempo change at bar 6 (the next chunk's start), then the playhead reaches chunk 0
+    change_s = 5 * bar_s
+    reaper.markers = ["0 96 3 4", f"{change_s:.9f} 120 3 4"]
+    reaper.write_state()
+    wait_until(lambda: len(app.host_state.get("tempo_map") or []) == 2)
+    client.send(app.commands.port, "/acecomp/jam/prompt", "bossa nova")
+    client.wait_for("/acecomp/ok", predicate=lambda a: a[0] == "jam/prompt")
+    reaper.move(first[1] + 0.1)
+    third = chunk_replies(client, 3)[2]
+    new_bar_s = 3 * 60 / 120
+    assert third[:3] == (2, pytest.approx(change_s), pytest.approx(change_s + 2 * new_bar_s))
+    reaper.move(second[1] + 0.1)
+    fourth = chunk_replies(client, 4)[3]
+    assert fourth[1] == pytest.approx(third[2]) and fourth[2] == pytest.approx(third[2] + 2 * new_bar_s)
+
+    client.send(app.commands.port, "/acecomp/jam/stop")
+    client.wait_for("/acecomp/jam/state", predicate=lambda a: a[0] == "stopped")
+    assert wait_until(lambda: no_job_running(app))
+
+    chunks = client.all("/acecomp/jam/chunk")
+    session = app.jam.session
+    grid = TempoMap([TempoPoint(0, 96, 3, 4), TempoPoint(change_s * 96 / 60, 120, 3, 4)])
+    for (index, start, end, path, inserted), chunk in zip(chunks, session.chunks):
+        bar = grid.seconds_to_bar(start)
+        assert bar == pytest.approx(round(bar)) and grid.seconds_to_bar(end) - bar == pytest.approx(2)
+        check_clip(path, start, end, 96 if start < change_s else 120)
+        assert inserted == 1 and chunk.playhead_at_insert_s < start  # placed before the playhead got there
+    assert [c[2] for c in chunks[:-1]] == pytest.approx([c[1] for c in chunks[1:]])  # contiguous
+    assert {i["track_name"] for i in reaper.inserted} == {"ACE Jam"} and all(i["named"] for i in reaper.inserted)
+    assert [i["position"] for i in reaper.inserted] == pytest.approx([c[1] for c in chunks])
+
+    # the first chunk came from the caption alone (under 3 s of mix before it); the rest continue
+    requests = engine.pipeline.requests
+    assert requests[0].task_type == "text2music" and requests[0].caption == "funk"
+    assert all(r.task_type == "repaint" for r in requests[1:])
+    assert requests[2].bpm == 120 and requests[1].bpm == 96
+    assert [r.caption for r in requests[:4]] == ["funk", "funk", "bossa nova", "bossa nova"]
+    assert reaper.renders and reaper.renders[0]["end"] == pytest.approx(bar_s)  # the mix before bar 2
+
+
+def test_reaper_jam_falling_behind_skips_ahead_and_never_lands_behind_the_playhead(jam_reaper):
+    app, reaper, client, engine = jam_reaper
+    bar_s = 1.875
+    client.send(app.commands.port, "/acecomp/jam/start", "bars", 2, "lookahead", 1)
+    first = chunk_replies(client, 1)[0]
+    assert first[1] == pytest.approx(bar_s)
+    # the engine stalls on the next chunk while the playhead runs past where it would go
+    engine.pipeline.gate.clear()
+    reaper.move(first[1] + 0.1)
+    assert engine.pipeline.waiting.wait(10)
+    reaper.move(3 * bar_s + 0.5)
+    wait_until(lambda: app.host_state.get("position_s") == 3 * bar_s + 0.5)
+    engine.pipeline.gate.set()
+    late = chunk_replies(client, 2)[1]
+    assert late[1] == pytest.approx(3 * bar_s) and late[4] == 0  # made, but not inserted behind the playhead
+    skip = client.wait_for("/acecomp/jam/skip")
+    assert skip == (pytest.approx(3 * bar_s), pytest.approx(4 * bar_s))
+    nxt = chunk_replies(client, 3)[2]
+    assert nxt[1] == pytest.approx(4 * bar_s) and nxt[4] == 1
+    playhead = app.host_state.get("position_s")
+    assert all(i["position"] > playhead or i["position"] == pytest.approx(bar_s) for i in reaper.inserted)
+    assert len(reaper.inserted) == 2
+
+    # the playhead runs to just before the end of what is placed: too close to start the next
+    # chunk there (bar 7, 11.25 s) in time, so jam skips to bar 8 before generating
+    reaper.move(6 * bar_s - 0.1)
+    fourth = chunk_replies(client, 4)[3]
+    assert client.all("/acecomp/jam/skip")[-1] == (pytest.approx(6 * bar_s), pytest.approx(7 * bar_s))
+    assert fourth[1] == pytest.approx(7 * bar_s) and fourth[4] == 1
+    assert app.jam.session.chunks[3].playhead_at_insert_s < fourth[1]
+    # overlaps: none
+    placed = sorted((c[1], c[2]) for c in client.all("/acecomp/jam/chunk") if c[4] == 1)
+    assert all(a[1] <= b[0] + 1e-9 for a, b in zip(placed, placed[1:]))
+
+
+def test_stopping_the_transport_or_stop_cancels_the_job_in_flight(jam_reaper):
+    app, reaper, client, engine = jam_reaper
+    client.send(app.commands.port, "/acecomp/jam/start", "bars", 2)
+    chunk_replies(client, 1)
+    engine.pipeline.gate.clear()  # the second chunk hangs in the engine
+    assert engine.pipeline.waiting.wait(10)
+    reaper.stop_transport()
+    state = client.wait_for("/acecomp/jam/state", predicate=lambda a: a[0] == "stopped")
+    assert "transport stopped" in state[1]
+    assert wait_until(lambda: no_job_running(app))
+    assert len(reaper.inserted) == 1  # nothing from the cancelled chunk
+    jobs = {j["state"] for j in app.client.jobs()}
+    assert "cancelled" in jobs
+    engine.pipeline.gate.set()
+    # a second jam can start; stop over OSC ends it; prompt without a jam is an error
+    reaper.play(2.0)
+    wait_until(lambda: app.host_state.get("playing"))
+    client.send(app.commands.port, "/acecomp/jam/start", "bars", 2)
+    wait_until(lambda: app.jam.running)
+    client.send(app.commands.port, "/acecomp/jam/stop")
+    client.wait_for("/acecomp/ok", predicate=lambda a: a[0] == "jam/stop")
+    assert not app.jam.running and wait_until(lambda: no_job_running(app))
+    client.send(app.commands.port, "/acecomp/jam/prompt", "x")
+    assert "not running" in client.wait_for("/acecomp/error", predicate=lambda a: a[0] == "jam/prompt")[1]
+    client.send(app.commands.port, "/acecomp/jam/start", "bars", 0)
+    assert "bars 0 must be 1-64" in client.wait_for("/acecomp/error", predicate=lambda a: a[0] == "jam/start")[1]
+
+
+class JamLive(SimulatedAbletonOSC):
+    """The simulated AbletonOSC plus `/live/song/get/track_names`."""
+
+    def _handle(self, sender, address, *args):
+        if address == "/live/song/get/track_names":
+            return self._reply(sender, address, *[t.name for t in self.song.tracks])
+        return super()._handle(sender, address, *args)
+
+
+def test_ableton_jam_chunks_go_into_the_arrangement_on_one_track(tmp_path):
+    listen = free_udp_port()
+    clips = tmp_path / "clips"
+    live = JamLive(reply_port=listen, allowed_root=str(clips))
+    with echo_engine(tmp_path) as engine:
+        config = BridgeConfig(engine_url=engine.url, host="ableton", osc_port=0, ableton_port=live.port,
+                              ableton_listen_port=listen, ableton_insert_port=live.insert_port,
+                              output_dir=str(clips), project="Live Set", request_defaults={"caption": "dub"})
+        app = BridgeApp(config)
+        app.start()
+        try:
+            wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+                       and app.host_state.get("meter") == (3, 4) and app.host_state.get("tempo") == 96)
+            events = []
+            # stopped transport: the jam starts at the loop brace's end (beat 30 = bar 11)
+            app.jam = JamController(app)
+            session = app.jam.start({"bars": 2, "lookahead": 4}, events.append)
+            wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
+            app.jam.stop()
+            assert not session.running and wait_until(lambda: no_job_running(app))
+            jam_tracks = [t for t in live.song.tracks if t.name == "ACE Jam"]
+            assert len(jam_tracks) == 1
+            starts = [c.start_time for c in jam_tracks[0].arrangement_clips]
+            assert starts == pytest.approx([30.0, 36.0, 42.0, 48.0])  # beats, 2 bars of 3/4 each
+            for chunk, clip in zip(session.chunks, jam_tracks[0].arrangement_clips):
+                check_clip(clip.file_path, chunk.start_s, chunk.end_s, 96)
+                assert clip.warping is False
+            assert events[-1] == {"type": "jam_state", "state": "stopped", "message": "stopped"}
+        finally:
+            app.stop()
+            live.close()
+
+
+def test_continuation_request_switches_from_caption_to_context(tmp_path):
+    context = JamContext(max_s=5.0)
+    request, path, frames = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
+    assert request["task_type"] == "text2music" and request["duration"] == 10.0 and path is None and frames == 0
+    context.add(np.zeros((2, 48000 * 4), np.float32))
+    context.add(np.ones((2, 48000 * 3), np.float32))
+    assert context.seconds == pytest.approx(5.0)  # only the last max_s seconds are kept
+    request, path, frames = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
+    assert request["task_type"] == "repaint" and (request["repainting_start"], request["repainting_end"]) == (5.0, 9.0)
+    assert frames == 5 * 48000 and path.endswith(".wav")
+
+
+def test_jam_refuses_bad_settings_and_unknown_tempo():
+    app = BridgeApp(BridgeConfig(host="none", osc_port=0))
+    with pytest.raises(JamError, match="tempo is unknown"):
+        JamController(app).start({})
+    app.host_state.update("osc", tempo=120.0)
+    with pytest.raises(JamError, match="unknown jam setting"):
+        JamController(app).start({"barz": 4})
+    with pytest.raises(JamError, match="lookahead"):
+        JamController(app).start({"lookahead": "many"})
