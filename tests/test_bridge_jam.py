@@ -281,3 +281,31 @@ def test_jam_refuses_bad_settings_and_unknown_tempo():
         JamController(app).start({"barz": 4})
     with pytest.raises(JamError, match="lookahead"):
         JamController(app).start({"lookahead": "many"})
+
+
+def test_lua_insert_named_finds_or_makes_the_jam_track(tmp_path):
+    import os
+    from pathlib import Path
+
+    from bridge.reaper.adapter import ReaperMailbox
+    lupa = pytest.importorskip("lupa")
+    root = Path(__file__).resolve().parents[1]
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
+    lua.globals().py_listdir = lambda path: lua.table_from(sorted(os.listdir(path)) if os.path.isdir(path) else [])
+    lua.execute((root / "tests" / "reaper_mock.lua").read_text())
+    mock = lua.globals().mock
+    mock.ext = lua.table_from({"ace_companion": lua.table_from({"mailbox": str(tmp_path / "mailbox")})})
+    lua.execute((root / "bridge" / "reaper" / "ace_companion.lua").read_text())
+    box = ReaperMailbox(str(tmp_path / "mailbox"))
+    clip = tmp_path / "jam.wav"
+    clip.write_bytes(b"RIFF")
+    for position in ("1.875", "5.625"):
+        cmd_id = box.send("insert_named", path=str(clip), position=position, track=-1, new_track=0,
+                          track_name="ACE Jam", replace=0, length="3.75")
+        mock.now = mock.now + 0.2
+        mock.deferred()
+        assert box.wait(cmd_id, timeout_s=1)["ok"] == "1"
+    tracks = list(mock.tracks.values())
+    assert [t.name for t in tracks] == ["Drums", "Keys", "ACE Jam"]  # made once, at the end
+    assert sorted(item.D_POSITION for item in tracks[2]["items"].values()) == [1.875, 5.625]
