@@ -46,9 +46,9 @@ class JamReaper(SimulatedReaper):
     """The simulated REAPER with the script's `insert_named` and a transport the test moves."""
 
     def _insert_named(self, cmd):
-        self.inserted.append({"path": cmd["path"], "position": float(cmd["position"]),
-                              "track_name": cmd["track_name"], "named": True})
-        return f"ok=1\npath={cmd['path']}\n"
+        reply = super()._insert_named(cmd)
+        self.inserted[-1]["named"] = True
+        return reply
 
     def play(self, position_s):
         self.state["play_state"] = 1
