@@ -273,7 +273,7 @@ def test_continuation_request_switches_from_caption_to_context(tmp_path):
 
 
 def test_jam_refuses_bad_settings_and_unknown_tempo():
-    app = BridgeApp(BridgeConfig(host="none", osc_port=0))
+    app = BridgeApp(BridgeConfig(engine_url="http://127.0.0.1:1", host="none", osc_port=0))
     with pytest.raises(JamError, match="tempo is unknown"):
         JamController(app).start({})
     app.host_state.update("osc", tempo=120.0)
@@ -309,3 +309,19 @@ def test_lua_insert_named_finds_or_makes_the_jam_track(tmp_path):
     tracks = list(mock.tracks.values())
     assert [t.name for t in tracks] == ["Drums", "Keys", "ACE Jam"]  # made once, at the end
     assert sorted(item.D_POSITION for item in tracks[2]["items"].values()) == [1.875, 5.625]
+
+
+def test_midi_mapping_toggles_jam_and_sketch_is_mappable():
+    from bridge.midi import parse_mapping
+    app = BridgeApp(BridgeConfig(engine_url="http://127.0.0.1:1", host="none", osc_port=0,
+                                 midi_mappings=["note:64=jam", "note:65=sketch"]))  # no engine there
+    listener = app._make_midi().listener
+    assert [m.action for m in listener.mappings] == ["jam", "sketch"]
+    assert parse_mapping("note:64=jam").action == "jam"
+    app.host_state.update("osc", tempo=120.0, playing=False)
+    events = []
+    app.subscribe(events.append)
+    app.jam = JamController(app)
+    app._midi_action("jam")  # start (no DAW, no engine: the jam starts, then says why it ended)
+    wait_until(lambda: any(e["type"] == "jam_state" and e["state"] == "stopped" for e in events))
+    assert [e["state"] for e in events if e["type"] == "jam_state"][0] == "running"
