@@ -46,7 +46,6 @@ DEFAULT_LOOKAHEAD = 2
 DEFAULT_CONTEXT_S = 30.0  # audio before a chunk the model hears (longer = slower)
 MARGIN_S = 0.25  # a chunk must be placed at least this long before the playhead reaches it
 MIN_CONTEXT_AUDIO_S = 3.0  # less audio than this before a chunk: generate it from the caption alone
-JAM_KEYS = {"bars", "lookahead", "track", "context_s", "mix", "insert"}
 
 Event = dict[str, Any]
 
@@ -532,12 +531,14 @@ def _key(value: Any) -> str | None:
 
 
 def _positive_int(value: Any, name: str) -> int:
+    """A whole number 1-64 from an int, a whole float (OSC sends floats) or a numeric string."""
     try:
-        number = int(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise JamError(f"{name} {value!r} must be a whole number") from None
-    if number != value and not (isinstance(value, float) and value.is_integer()) and not isinstance(value, str):
+    if isinstance(value, bool) or not number.is_integer():
         raise JamError(f"{name} {value!r} must be a whole number")
+    number = int(number)
     if not 1 <= number <= 64:
         raise JamError(f"{name} {number} must be 1-64")
     return number

@@ -255,6 +255,7 @@ def test_ableton_jam_chunks_go_into_the_arrangement_on_one_track(tmp_path):
                 check_clip(clip.file_path, chunk.start_s, chunk.end_s, 96)
                 assert clip.warping is False
             assert events[-1] == {"type": "jam_state", "state": "stopped", "message": "stopped"}
+            assert app.adapters["ableton"].errors == 0  # the track_names answers are not song properties
         finally:
             app.stop()
             live.close()

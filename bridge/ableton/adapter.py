@@ -162,6 +162,8 @@ class AbletonAdapter(HostAdapter):
     def _on_song_property(self, sender, address, *args):
         self.seen()
         prop = address.rsplit("/", 1)[-1]
+        if prop not in SONG_PROPERTIES + LISTENED:  # e.g. track_names: the answer to a query()
+            return
         try:
             if prop == "scale_name":
                 value: Any = str_arg(args, 0, prop)
