@@ -150,6 +150,7 @@ class JamSession:
         self._job_id: str | None = None
         self._thread: threading.Thread | None = None
         self._was_playing = False
+        self._ready = False  # set after the mix is in: a DAW may pause playback while it renders
         self._unsubscribe: Callable[[], None] | None = None
         self.tempo_map = app.host_state.tempo_map()
         if self.tempo_map is None:
@@ -181,7 +182,7 @@ class JamSession:
             return
         if playing["value"]:
             self._was_playing = True
-        elif self._was_playing and self.running and not self._stop.is_set():
+        elif self._was_playing and self._ready and self.running and not self._stop.is_set():
             threading.Thread(target=self.stop, args=("transport stopped",), name="jam-stop", daemon=True).start()
 
     def set_caption(self, caption: str) -> None:
@@ -213,6 +214,8 @@ class JamSession:
     def _run(self) -> None:
         try:
             self._begin()
+            self._was_playing = bool(self.app.host_state.get("playing"))
+            self._ready = True
             while not self._stop.is_set():
                 playing = bool(self.app.host_state.get("playing"))
                 if playing:
