@@ -205,8 +205,17 @@ def test_lua_read_midi_writes_the_selected_items_notes_in_project_beats(tmp_path
     # the muted note is left out; the last note is cut at the item's end
     assert [(n.pitch, n.start_qn, n.end_qn, n.channel) for n in sketch.notes] == [
         (60, 6.0, 6.5, 0), (64, 29.0, pytest.approx(30.0), 1)]
-    # nothing selected and no MIDI in the time selection: a clear error
+    # no item selected: the MIDI items under the time selection (3.75-11.25 s), cut to it
     mock.tracks[2]["items"][1].selected = False
+    mock.sel = lua.eval("{ 3.75, 11.25 }")
+    cmd_id = box.send("read_midi", path=str(dest))
+    mock.now = mock.now + 0.2
+    mock.deferred()
+    assert box.wait(cmd_id, timeout_s=1)["ok"] == "1"
+    sketch = parse_reaper_notes(dest.read_text())
+    assert (sketch.start_qn, sketch.end_qn) == (pytest.approx(6.0), pytest.approx(18.0))
+    assert [n.pitch for n in sketch.notes] == [60]
+    # nothing selected and no MIDI in the time selection: a clear error
     mock.tracks[2]["items"][1].take.midi = False
     cmd_id = box.send("read_midi", path=str(dest))
     mock.now = mock.now + 0.2
