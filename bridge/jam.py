@@ -151,6 +151,7 @@ class JamSession:
         self._thread: threading.Thread | None = None
         self._was_playing = False
         self._ready = False  # set after the mix is in: a DAW may pause playback while it renders
+        self._queued_index: int | None = None  # the next chunk, announced as queued while jam waits
         self._unsubscribe: Callable[[], None] | None = None
         self.tempo_map = app.host_state.tempo_map()
         if self.tempo_map is None:
@@ -227,6 +228,7 @@ class JamSession:
                 ahead = [c for c in self.chunks if c.state == "placed"
                          and (playhead is None or c.start_s > playhead)]
                 if len(ahead) >= self.lookahead:
+                    self._announce_queued()
                     self._wake.wait(0.05)
                     self._wake.clear()
                     continue
@@ -439,6 +441,17 @@ class JamSession:
         from_s, to_s = tempo_map.bar_to_seconds(from_bar), tempo_map.bar_to_seconds(to_bar)
         self._emit({"type": "jam_skip", "from_s": from_s, "to_s": to_s,
                     "message": f"generation fell behind: skipping from bar {from_bar + 1} to bar {to_bar + 1}"})
+
+    def _announce_queued(self) -> None:
+        """Show the next chunk as queued (once) while jam waits for the playhead."""
+        index = len(self.chunks)
+        if self._queued_index == index:
+            return
+        self._queued_index = index
+        tempo_map = self.tempo_map
+        queued = Chunk(index, self.next_bar, self.bars, tempo_map.bar_to_seconds(self.next_bar),
+                       tempo_map.bar_to_seconds(self.next_bar + self.bars), "queued")
+        self._emit_chunk_state(queued)
 
     def _emit_chunk_state(self, chunk: Chunk) -> None:
         self._emit({"type": "jam_chunk_state", **chunk.to_dict()})

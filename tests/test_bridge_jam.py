@@ -245,6 +245,10 @@ def test_ableton_jam_chunks_go_into_the_arrangement_on_one_track(tmp_path):
             app.jam = JamController(app)
             session = app.jam.start({"bars": 2, "lookahead": 4}, events.append)
             wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
+            # then it waits (transport stopped) with the fifth chunk queued right after the fourth
+            wait_until(lambda: any(e["type"] == "jam_chunk_state" and e["state"] == "queued" for e in events))
+            queued = [e for e in events if e["type"] == "jam_chunk_state" and e["state"] == "queued"][-1]
+            assert queued["index"] == 4 and queued["start_s"] == pytest.approx(session.chunks[3].end_s)
             app.jam.stop()
             assert not session.running and wait_until(lambda: no_job_running(app))
             jam_tracks = [t for t in live.song.tracks if t.name == "ACE Jam"]

@@ -60,7 +60,10 @@ def test_jam_panel_toggle_events_and_strip():
     panel.strip.repaint()
     panel.toggle.click()
     assert stopped == [True]
+    panel.apply_event({"type": "jam_chunk_state", "index": 2, "start_s": 11.25, "end_s": 15.0, "state": "queued"})
+    assert panel.strip.counts()["queued"] == 1
     panel.apply_event({"type": "jam_state", "state": "stopped", "message": "stopped"})
+    assert "queued" not in panel.strip.counts()
     assert not panel.running and panel.bars.isEnabled() and "stopped" in panel.status.text()
 
 

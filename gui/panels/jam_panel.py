@@ -134,7 +134,12 @@ class JamPanel(QGroupBox):
         elif kind == "jam_skip":
             self.status.setText(f"Jam: {event.get('message') or 'fell behind, skipped ahead'}")
         elif kind == "jam_state":
-            self.set_running(event.get("state") == "running", str(event.get("message") or ""))
+            running = event.get("state") == "running"
+            if not running:  # a chunk still queued will not come
+                for index in [i for i, c in self.strip.chunks.items() if c["state"] == "queued"]:
+                    del self.strip.chunks[index]
+                self.strip.update()
+            self.set_running(running, str(event.get("message") or ""))
 
     def apply_snapshot(self, snapshot: dict[str, dict[str, Any]]) -> None:
         """Host state from the bridge: follows the playhead."""
