@@ -123,8 +123,10 @@ class JamSession:
         self.bars = _positive_int(settings.pop("bars", DEFAULT_BARS), "bars")
         self.lookahead = _positive_int(settings.pop("lookahead", DEFAULT_LOOKAHEAD), "lookahead")
         self.track = str(settings.pop("track", JAM_TRACK) or JAM_TRACK)
-        self.render_mix = bool(settings.pop("mix", True))
+        self.render_mix = str(settings.pop("mix", True)).strip().lower() not in ("0", "false", "no", "off")
         self.insert_mode = settings.pop("insert", "new_track")
+        if self.insert_mode not in ("new_track", "none"):
+            raise JamError(f"insert {self.insert_mode!r} must be new_track (the jam track) or none")
         context_s = settings.pop("context_s", DEFAULT_CONTEXT_S)
         try:
             context_s = float(context_s)

@@ -286,6 +286,11 @@ def test_jam_refuses_bad_settings_and_unknown_tempo():
         JamController(app).start({"barz": 4})
     with pytest.raises(JamError, match="lookahead"):
         JamController(app).start({"lookahead": "many"})
+    with pytest.raises(JamError, match="insert 'replace'"):
+        JamController(app).start({"insert": "replace"})
+    session = JamController(app).start({"mix": "0", "bars": 2.0, "insert": "none"})
+    assert (session.render_mix, session.bars, session.insert_mode) == (False, 2, "none")
+    session.stop()
 
 
 def test_lua_insert_named_finds_or_makes_the_jam_track(tmp_path):
