@@ -413,7 +413,8 @@ class JamSession:
         from bridge.adapters import AdapterError
         try:
             if hasattr(adapter, "insert_on_named_track"):
-                adapter.insert_on_named_track(chunk.path, chunk.start_s, self.track, length_s=chunk.end_s - chunk.start_s,
+                adapter.insert_on_named_track(chunk.path, chunk.start_s, self.track,
+                                              length_s=chunk.end_s - chunk.start_s,
                                               timeout_s=self.app.config.insert_timeout_s)
             else:
                 adapter.insert(chunk.path, chunk.start_s, new_track=not any(c.inserted for c in self.chunks),
@@ -492,7 +493,8 @@ class JamController:
     def running(self) -> bool:
         return self.session is not None and self.session.running
 
-    def start(self, settings: dict[str, Any] | None = None, notify: Callable[[Event], None] | None = None) -> JamSession:
+    def start(self, settings: dict[str, Any] | None = None,
+              notify: Callable[[Event], None] | None = None) -> JamSession:
         with self._lock:
             if self.running:
                 raise JamError("jam is already running: send /acecomp/jam/stop first")

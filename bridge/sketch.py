@@ -136,8 +136,8 @@ def read_midi_file(path: str, start_qn: float = 0.0, track_name: str | None = No
             if started:
                 begin, velocity = started.pop(0)
                 if tick > begin:
-                    notes.append(SketchNote(message.note, start_qn + begin / ticks_per_qn, start_qn + tick / ticks_per_qn,
-                                            velocity, message.channel))
+                    notes.append(SketchNote(message.note, start_qn + begin / ticks_per_qn,
+                                            start_qn + tick / ticks_per_qn, velocity, message.channel))
     if not notes:
         raise SketchError(f"{path} has no notes")
     end_qn = max(n.end_qn for n in notes)
@@ -212,8 +212,8 @@ def sketch_from_live(values: tuple, clip_start_qn: float, length_qn: float, trac
         pitch, start, duration, velocity, mute = values[i:i + 5]
         if mute or duration <= 0:
             continue
-        notes.append(SketchNote(int(pitch), clip_start_qn + float(start), clip_start_qn + float(start) + float(duration),
-                                int(round(velocity))))
+        begin = clip_start_qn + float(start)
+        notes.append(SketchNote(int(pitch), begin, begin + float(duration), int(round(velocity))))
     return Sketch(notes, clip_start_qn, clip_start_qn + float(length_qn), track_name or "MIDI", {}, "ableton")
 
 
