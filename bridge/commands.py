@@ -34,7 +34,8 @@ import logging
 import threading
 from typing import Any
 
-from bridge.config import ACTIONS
+from bridge.actions import ACTION_NAMES
+from bridge.errors import BridgeError
 from bridge.grid import GridError, Region, check_meter, check_tempo
 from bridge.oscio import OscArgumentError, OscEndpoint, float_arg, int_arg, str_arg
 
@@ -78,7 +79,7 @@ class CommandServer:
         self.app = app
         self.reply_port = reply_port
         self.osc = OscEndpoint(host, port, "commands")
-        for action in ACTIONS + ("sketch",):  # sketch: MIDI clip -> part (bridge/sketch.py)
+        for action in ACTION_NAMES + ("sketch",):  # sketch: MIDI clip -> part (bridge/sketch.py)
             self.osc.map(f"{PREFIX}/{action}", self._action)
         handlers = {
             "cancel": self._cancel, "insert": self._insert, "region": self._region,
@@ -118,7 +119,7 @@ class CommandServer:
         def wrapped(sender, address, *args):
             try:
                 handler(sender, *args)
-            except (OscArgumentError, GridError, ValueError) as exc:
+            except (OscArgumentError, GridError, ValueError, BridgeError) as exc:  # the user's to fix
                 self.error(sender, name, str(exc))
             except Exception as exc:  # anything else: say so, keep serving
                 log.exception("OSC %s failed", address)

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge import grid
+from bridge.actions import check_region_length, host_metas
 from bridge.clips import (ENGINE_SAMPLE_RATE, ClipError, ClipMeta, clip_path, cut_result, read_audio, resample,
                           source_excerpt, take, write_clip, write_context)
 from bridge.grid import GridError, Region, TempoMap
@@ -309,7 +310,7 @@ class JamSession:
             self._skip(tempo_map, self.next_bar, bar)
         region = Region(tempo_map.bar_to_seconds(bar), tempo_map.bar_to_seconds(bar + self.bars))
         try:
-            grid.check_region_length(region, "continue")
+            check_region_length(region, "continue")
         except GridError as exc:
             raise JamError(f"a {self.bars}-bar chunk does not fit: {exc}") from None
         with self._lock:
@@ -531,18 +532,7 @@ def jam_controller(app: Any) -> JamController:
 
 
 def _metas(app: Any, tempo_map: TempoMap, at_s: float) -> dict[str, Any]:
-    from bridge.app import grid_bpm_ok, timesignature_for
-    point = tempo_map.point_at_seconds(at_s)
-    metas: dict[str, Any] = {}
-    if grid_bpm_ok(point.bpm):
-        metas["bpm"] = int(round(point.bpm))
-    signature = timesignature_for(point.num, point.den)
-    if signature:
-        metas["timesignature"] = signature
-    key = _key(app.host_state.get("key"))
-    if key:
-        metas["keyscale"] = key
-    return metas
+    return host_metas(tempo_map, at_s, _key(app.host_state.get("key")))
 
 
 def _key(value: Any) -> str | None:

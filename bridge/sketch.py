@@ -398,7 +398,7 @@ def run_sketch(app: Any, overrides: dict[str, Any] | None = None, notify: Any = 
     clip), `soundfont` (a .sf2 path, or "none" for the built-in synth), `follow` (0-1, how
     closely the part follows the sketch: the request's `audio_cover_strength`).
     """
-    from bridge.app import BridgeError
+    from bridge.errors import BridgeError
     from bridge.clips import ENGINE_SAMPLE_RATE, write_context
     overrides = dict(overrides or {})
     midi_path = overrides.pop("midi_path", None)

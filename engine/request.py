@@ -16,6 +16,8 @@ from typing import Any
 
 TASK_TYPES = ("text2music", "repaint", "cover", "lego", "extract", "complete")
 SOURCE_TASKS = ("repaint", "cover", "lego", "extract", "complete")
+# Tasks only the base DiT was trained for: a turbo DiT refuses them.
+BASE_ONLY_TASKS = ("lego", "extract", "complete")
 TRACK_NAMES = (
     "woodwinds", "brass", "fx", "synth", "strings", "percussion",
     "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",

@@ -101,6 +101,16 @@ def test_bad_messages_get_error_replies_and_bridge_keeps_running(bridge, address
     ask(app, peer, "/acecomp/ping", expect="/acecomp/pong")
 
 
+def test_a_refused_insert_is_a_user_error_one_warning_no_traceback(bridge, caplog):
+    app, peer = bridge
+    with caplog.at_level("DEBUG", logger="bridge"):
+        reply = ask(app, peer, "/acecomp/insert", "/etc/passwd", expect="/acecomp/error")
+    assert reply[0] == "insert" and "outside the clip folder" in reply[1]
+    records = [r for r in caplog.records if r.name.startswith("bridge")]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].exc_info is None and "outside the clip folder" in records[0].getMessage()
+
+
 def test_garbage_datagrams_are_ignored(bridge):
     app, peer = bridge
     peer.send_raw(app.commands.port, b"\x00\x01garbage")

@@ -268,7 +268,7 @@ def reaper_sketch(tmp_path):
 def _clip_of_span(path, start_qn, end_qn, tempo_map=HOST_MAP):
     wav = read_wav(path)
     a, b = tempo_map.qn_to_seconds(start_qn), tempo_map.qn_to_seconds(end_qn)
-    assert wav.sample_rate == HOST_SR and wav.frames == round(b * HOST_SR) - round(a * HOST_SR)
+    assert wav.sample_rate == HOST_SR and wav.length_samples == round(b * HOST_SR) - round(a * HOST_SR)
     assert wav.bext.time_reference == round(a * HOST_SR)
     assert wav.acid.tempo == pytest.approx(96) and (wav.acid.meter_num, wav.acid.meter_den) == (3, 4)
     return wav

@@ -33,6 +33,7 @@ FINAL_STATES = ("done", "failed", "cancelled")
 FILE_REF_PREFIX = "file:"
 AUDIO_INPUT_FIELDS = ("src_audio", "reference_audio")
 RESTARTED_MESSAGE = "engine restarted during the job"
+UPLOAD_TTL_S = 3600.0  # an upload no job needs is deleted this long after its last use
 LM_PREFIX = "acestep-5Hz-lm-"
 DEFAULT_LM = LM_PREFIX + "0.6B"  # upstream's default LM, the one thinking loads when none is named
 
@@ -85,10 +86,12 @@ class EngineService:
     """
 
     def __init__(self, pipeline: Any, results_dir: str | os.PathLike = "results",
-                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None):
+                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None,
+                 upload_ttl_s: float = UPLOAD_TTL_S):
         self.pipeline = pipeline
         self.store = Store(results_dir)
         self.max_upload_bytes = int(max_upload_bytes)
+        self.upload_ttl_s = float(upload_ttl_s)
         self.log = log or (lambda line: print(f"engine: {line}", file=sys.stderr, flush=True))
         self.started_at = time.time()
         self._lock = threading.RLock()
@@ -368,6 +371,35 @@ class EngineService:
             finally:
                 with self._lock:
                     self._running = None
+            self.prune_uploads(self.upload_ttl_s)
+
+    def prune_uploads(self, ttl_s: float, now: float | None = None) -> list[str]:
+        """Delete uploads that no queued or running job needs and that nothing has used for
+        `ttl_s` seconds (used = uploaded, or named by a job). Keeps disk use bounded when a
+        client (the DAW bridge) uploads context audio for every change. Returns the ids deleted."""
+        now = time.time() if now is None else now
+        last_used: dict[str, float] = {}
+        needed: set[str] = set()
+        with self._lock:
+            for job in self._jobs.values():
+                for name in AUDIO_INPUT_FIELDS:
+                    value = job.request.get(name)
+                    if isinstance(value, str) and value.startswith(FILE_REF_PREFIX):
+                        file_id = value[len(FILE_REF_PREFIX):]
+                        if job.state not in FINAL_STATES:
+                            needed.add(file_id)
+                        used = job.finished_at or job.created_at or 0.0
+                        last_used[file_id] = max(last_used.get(file_id, 0.0), used)
+        removed = []
+        for file_id in self.store.upload_ids():
+            if file_id in needed:
+                continue
+            meta = self.store.upload_meta(file_id) or {}
+            used = max(last_used.get(file_id, 0.0), float(meta.get("created_at") or 0.0))
+            if now - used > ttl_s:
+                self.store.remove_upload(file_id)
+                removed.append(file_id)
+        return removed
 
     def _run(self, job: Job) -> None:
         try:

@@ -53,12 +53,15 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    """`durable`: fsync before the rename (job files, once per state change); sidecars and
+    upload notes skip it, a crash there loses nothing a client cannot recreate."""
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, ensure_ascii=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
 
     replace_atomically(path, write)
 
@@ -121,7 +124,10 @@ class Store:
 
     def save_upload_meta(self, file_id: str, meta: dict) -> None:
         """`meta` must hold `file`, the stored file name inside the upload's folder."""
-        write_json_atomic(self.uploads_dir / f"{file_id}.json", meta)
+        write_json_atomic(self.uploads_dir / f"{file_id}.json", meta, durable=False)
+
+    def upload_ids(self) -> list[str]:
+        return [p.stem for p in self.uploads_dir.glob("*.json") if is_valid_id(p.stem)]
 
     def upload_meta(self, file_id: str) -> dict | None:
         if not is_valid_id(file_id):
@@ -154,7 +160,7 @@ class Store:
         replace_atomically(path, lambda tmp: soundfile.write(
             tmp, samples, int(sample_rate), subtype="PCM_24" if ext == "flac" else "FLOAT",
             format="FLAC" if ext == "flac" else "WAV"))
-        write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name})
+        write_json_atomic(path.with_suffix(".json"), {**sidecar, "file": path.name}, durable=False)
         return path
 
 

@@ -78,18 +78,22 @@ class SketchPanel(QGroupBox):
         widget.installEventFilter(self)
         self._watched.append(widget)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if obj in self._watched and event.type() in (QEvent.Type.DragEnter, QEvent.Type.DragMove):
-            if midi_paths(event.mimeData()):
-                event.acceptProposedAction()
-                return True
-        if obj in self._watched and event.type() == QEvent.Type.Drop:
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt)
+        # Qt may still call this while the interpreter tears the panel down: then do nothing.
+        watched = getattr(self, "_watched", None)
+        if not watched or obj not in watched:
+            return False
+        kind = event.type()
+        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove) and midi_paths(event.mimeData()):
+            event.acceptProposedAction()
+            return True
+        if kind == QEvent.Type.Drop:
             paths = midi_paths(event.mimeData())
             if paths:
                 event.acceptProposedAction()
                 self.drop_file(paths[0])
                 return True
-        return super().eventFilter(obj, event)
+        return False
 
     def dragEnterEvent(self, event) -> None:
         if midi_paths(event.mimeData()):
