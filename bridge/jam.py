@@ -15,9 +15,9 @@ Rules the loop keeps:
 * stop (or the transport stopping) cancels the job in flight; an insert is never begun after
   stop, so nothing is left half-inserted.
 
-How a chunk gets its context is one function, `continuation_request` (today: upload the mix
-plus previous chunks and outpaint past their end; an engine that continues from a previous
-result's cached latents can replace it without touching the loop).
+How a chunk gets its context is one function, `continuation_request`: continue the engine's
+previous take by its id where the engine keeps takes, else upload the mix plus previous chunks
+and outpaint past their end.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from typing import Any, Callable
 import numpy as np
 
 from bridge import grid
-from bridge.actions import check_region_length, host_metas
-from bridge.clips import (ENGINE_SAMPLE_RATE, ClipError, ClipMeta, clip_path, cut_result, read_audio, resample,
-                          source_excerpt, take, write_clip, write_context)
+from bridge.actions import check_region_length, engine_takes_region_pcm, host_metas
+from bridge.clips import (ENGINE_SAMPLE_RATE, ClipError, ClipMeta, apply_edge_fades, clip_path, cut_result,
+                          read_audio, resample, source_excerpt, take, write_clip, write_context)
 from bridge.grid import GridError, Region, TempoMap
+from bridge.jobs import region_pcm
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,13 @@ class Chunk:
 
 @dataclass
 class JamContext:
-    """The audio a chunk continues from, at 48 kHz: the mix before the first bar, then the chunks."""
+    """What a chunk continues from: the audio at 48 kHz (the mix before the first bar, then the
+    chunks), and, where the engine keeps whole takes, the last take to continue without re-upload."""
 
     audio: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), dtype=np.float32))
     max_s: float = DEFAULT_CONTEXT_S
-    last_result: dict[str, Any] | None = None  # the previous chunk's engine result (for latent reuse)
+    take_file_id: str | None = None  # the engine's whole take of the last chunk (its `take_file_id`)
+    take_s: float = 0.0  # that take's length: where the next chunk starts on its timeline
 
     def add(self, audio: np.ndarray) -> None:
         keep = int(self.max_s * ENGINE_SAMPLE_RATE)
@@ -93,23 +96,47 @@ class JamContext:
         return self.audio.shape[1] / ENGINE_SAMPLE_RATE
 
 
-def continuation_request(base: dict[str, Any], context: JamContext, chunk_s: float, work_dir: str,
-                         min_duration_s: float = 10.0) -> tuple[dict[str, Any], str | None, int]:
-    """The engine request for a chunk of `chunk_s` seconds after `context`.
+@dataclass
+class ChunkRequest:
+    request: dict[str, Any]
+    upload_path: str | None  # context audio to upload as src_audio (None: no upload)
+    offset_s: float  # where the new chunk starts on the result's timeline (when the result is whole)
 
-    Returns (request, path of context audio to upload as src_audio or None, context length in
-    48 kHz samples: where the new chunk starts in the result). The one place to switch to
-    continuation from cached latents once the engine offers it.
+
+def continuation_request(base: dict[str, Any], context: JamContext, chunk_s: float, work_dir: str,
+                         host_sample_rate: int = ENGINE_SAMPLE_RATE, min_duration_s: float = 10.0) -> ChunkRequest:
+    """The engine request for a chunk of `chunk_s` seconds after `context`. The one place that
+    decides how chunks chain:
+
+    * the engine keeps whole takes (`output_region` in its schema, `take_file_id` in results):
+      continue the last take by its id, and get back only the new chunk at the host rate; nothing
+      is re-uploaded, re-encoded or re-decoded. When the take has grown past twice `max_s`, one
+      chunk goes the ordinary way to start a short take again (the model's cost grows with it);
+    * ordinary continuation: upload the last `max_s` seconds of context and outpaint past its end;
+    * under 3 s of context: generate the chunk from the caption alone.
     """
+    region_pcm = engine_takes_region_pcm()
+    out = {}
+    if context.take_file_id and region_pcm and context.take_s + chunk_s <= 2 * context.max_s:
+        start_s = round(context.take_s, 6)
+        span = [start_s, round(start_s + chunk_s, 6)]
+        request = {**base, "task_type": "repaint", "src_audio": f"file:{context.take_file_id}",
+                   "repainting_start": span[0], "repainting_end": span[1], "output_region": span,
+                   "output_sample_rate": int(host_sample_rate)}
+        return ChunkRequest(request, None, start_s)
     frames = context.audio.shape[1]
     if frames < int(MIN_CONTEXT_AUDIO_S * ENGINE_SAMPLE_RATE):
         duration = math.ceil(max(chunk_s, min_duration_s) * 10) / 10
-        return {**base, "task_type": "text2music", "duration": duration}, None, 0
+        if region_pcm:
+            out = {"output_region": [0.0, round(chunk_s, 6)], "output_sample_rate": int(host_sample_rate)}
+        return ChunkRequest({**base, "task_type": "text2music", "duration": duration, **out}, None, 0.0)
     start_s = frames / ENGINE_SAMPLE_RATE
+    span = [round(start_s, 6), round(start_s + chunk_s, 6)]
+    if region_pcm:
+        out = {"output_region": span, "output_sample_rate": int(host_sample_rate)}
     path = write_context(os.path.join(work_dir, f"jam-context-{uuid.uuid4().hex[:10]}.wav"), context.audio)
-    request = {**base, "task_type": "repaint", "repainting_start": round(start_s, 6),
-               "repainting_end": round(start_s + chunk_s, 6)}
-    return request, path, frames
+    request = {**base, "task_type": "repaint", "repainting_start": span[0], "repainting_end": span[1], **out}
+    return ChunkRequest(request, path, start_s)
 
 
 class JamSession:
@@ -155,6 +182,7 @@ class JamSession:
         self._was_playing = False
         self._ready = False  # set after the mix is in: a DAW may pause playback while it renders
         self._queued_index: int | None = None  # the next chunk, announced as queued while jam waits
+        self._next_take: tuple[str, float] | None = None  # the last result's take, until it is placed
         self._unsubscribe: Callable[[], None] | None = None
         self.tempo_map = app.host_state.tempo_map()
         if self.tempo_map is None:
@@ -324,7 +352,7 @@ class JamSession:
             chunk.state = "cancelled"
             self._emit_chunk_state(chunk)
             return
-        host_audio, new_audio, seed, engine_result = result
+        host_audio, new_audio, seed, _ = result
         host_sr = self._host_sr()
         project = app.config.project or app.host_state.get("project_name") or "untitled"
         key = _key(app.host_state.get("key"))
@@ -348,7 +376,8 @@ class JamSession:
         chunk.playhead_at_insert_s = playhead
         chunk.state = "placed"
         self.context.add(new_audio)
-        self.context.last_result = engine_result
+        # the engine's whole take continues from here, if it kept one (a late chunk is not continued)
+        self.context.take_file_id, self.context.take_s = self._next_take or (None, 0.0)
         self.next_bar = bar + self.bars
         self._emit_chunk(chunk)
 
@@ -361,8 +390,9 @@ class JamSession:
         if caption:
             base["caption"] = caption
         os.makedirs(app.config.work_folder, exist_ok=True)
-        request, upload_path, context_frames = continuation_request(base, self.context, region.length_s,
-                                                                    app.config.work_folder)
+        chunk_request = continuation_request(base, self.context, region.length_s, app.config.work_folder,
+                                             self._host_sr())
+        request, upload_path = chunk_request.request, chunk_request.upload_path
         try:
             if upload_path is not None:
                 request["src_audio"] = f"file:{app.client.upload(upload_path)}"
@@ -394,11 +424,17 @@ class JamSession:
             raise JamError(f"jam stopped: cannot fetch chunk {chunk.index + 1} ({exc})") from None
         finally:
             _remove_quietly(work)
-        window_start_s = region.start_s - context_frames / ENGINE_SAMPLE_RATE
-        host_audio = cut_result(audio, sr, window_start_s, region, self._host_sr(), app.config.fade_ms)
-        engine_audio = resample(audio, sr, ENGINE_SAMPLE_RATE)
-        new_audio = take(engine_audio, context_frames, grid.span_samples(region.start_s, region.end_s,
-                                                                          ENGINE_SAMPLE_RATE))
+        host_sr, new_samples = self._host_sr(), grid.span_samples(region.start_s, region.end_s, ENGINE_SAMPLE_RATE)
+        if region_pcm(result, host_sr):  # only the new chunk came back, at the host rate
+            host_audio = apply_edge_fades(take(audio, 0, region.samples(host_sr)), host_sr, app.config.fade_ms)
+            new_audio = take(resample(audio, sr, ENGINE_SAMPLE_RATE), 0, new_samples)
+        else:
+            window_start_s = region.start_s - chunk_request.offset_s
+            host_audio = cut_result(audio, sr, window_start_s, region, host_sr, app.config.fade_ms)
+            new_audio = take(resample(audio, sr, ENGINE_SAMPLE_RATE),
+                             grid.seconds_to_samples(chunk_request.offset_s, ENGINE_SAMPLE_RATE), new_samples)
+        chains = request["task_type"] == "repaint" and result.get("take_file_id")
+        self._next_take = (result["take_file_id"], chunk_request.offset_s + region.length_s) if chains else None
         return host_audio, new_audio, result.get("seed"), result
 
     def _insert(self, chunk: Chunk) -> bool:

@@ -265,16 +265,95 @@ def test_ableton_jam_chunks_go_into_the_arrangement_on_one_track(tmp_path):
             live.close()
 
 
-def test_continuation_request_switches_from_caption_to_context(tmp_path):
+def test_continuation_request_switches_from_caption_to_context(tmp_path, monkeypatch):
+    monkeypatch.setattr("bridge.jam.engine_takes_region_pcm", lambda: False)
     context = JamContext(max_s=5.0)
-    request, path, frames = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
-    assert request["task_type"] == "text2music" and request["duration"] == 10.0 and path is None and frames == 0
+    first = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
+    assert first.request["task_type"] == "text2music" and first.request["duration"] == 10.0
+    assert first.upload_path is None and first.offset_s == 0.0 and "output_region" not in first.request
     context.add(np.zeros((2, 48000 * 4), np.float32))
     context.add(np.ones((2, 48000 * 3), np.float32))
     assert context.seconds == pytest.approx(5.0)  # only the last max_s seconds are kept
-    request, path, frames = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
-    assert request["task_type"] == "repaint" and (request["repainting_start"], request["repainting_end"]) == (5.0, 9.0)
-    assert frames == 5 * 48000 and path.endswith(".wav")
+    second = continuation_request({"caption": "a"}, context, 4.0, str(tmp_path))
+    assert second.request["task_type"] == "repaint" and second.offset_s == 5.0
+    assert (second.request["repainting_start"], second.request["repainting_end"]) == (5.0, 9.0)
+    assert second.upload_path.endswith(".wav")
+
+
+def test_continuation_request_chains_the_engines_take_when_it_keeps_one(tmp_path, monkeypatch):
+    monkeypatch.setattr("bridge.jam.engine_takes_region_pcm", lambda: True)
+    context = JamContext(max_s=10.0)
+    context.add(np.zeros((2, 48000 * 6), np.float32))
+    ordinary = continuation_request({}, context, 4.0, str(tmp_path), 44100)
+    assert ordinary.request["output_region"] == [6.0, 10.0] and ordinary.request["output_sample_rate"] == 44100
+    assert ordinary.upload_path is not None
+    context.take_file_id, context.take_s = "take-1", 10.0
+    chained = continuation_request({}, context, 4.0, str(tmp_path), 44100)
+    assert chained.upload_path is None and chained.request["src_audio"] == "file:take-1"
+    assert (chained.request["repainting_start"], chained.request["repainting_end"]) == (10.0, 14.0)
+    assert chained.request["output_region"] == [10.0, 14.0] and chained.offset_s == 10.0
+    context.take_s = 17.0  # the take is long now: one ordinary chunk starts a short take again
+    assert continuation_request({}, context, 4.0, str(tmp_path), 44100).upload_path is not None
+
+
+class TakeEngine:
+    """An engine client that keeps whole takes: honours output_region/output_sample_rate and answers
+    with `take_file_id`, as the engine's fast path does (requests recorded, audio a plain tone)."""
+
+    def __init__(self):
+        self.requests, self.uploads, self.cancelled = [], 0, []
+
+    def upload(self, path):
+        self.uploads += 1
+        return f"upload-{self.uploads}"
+
+    def submit(self, request, priority="interactive"):
+        self.requests.append(dict(request))
+        return f"job-{len(self.requests)}"
+
+    def wait(self, job_id, timeout=0, on_progress=None):
+        request = self.requests[int(job_id.split("-")[1]) - 1]
+        result = {"file_id": job_id, "seed": 1, "take_file_id": f"take-{job_id}",
+                  "output_region": request.get("output_region"), "sample_rate": request.get("output_sample_rate")}
+        return {"state": "done", "results": [result]}
+
+    def download(self, ref, dest):
+        import soundfile as sf
+        request = self.requests[int(ref.split("-")[1]) - 1]
+        start, end = request["output_region"]
+        rate = request["output_sample_rate"]
+        samples = int(end * rate) - int(start * rate)
+        tone = 0.3 * np.sin(np.arange(samples) * 2 * np.pi * 220 / rate)
+        sf.write(dest, np.stack([tone, tone]).T, rate)
+        return dest
+
+    def cancel(self, job_id):
+        self.cancelled.append(job_id)
+
+    def jobs(self):
+        return []
+
+
+def test_jam_chains_the_engines_takes_without_uploading_again(tmp_path, monkeypatch):
+    from tests.gui_helpers import make_fake_daw
+    monkeypatch.setattr("bridge.jam.engine_takes_region_pcm", lambda: True)
+    engine, daw = TakeEngine(), make_fake_daw()
+    app = BridgeApp(BridgeConfig(host="none", osc_port=0, output_dir=str(tmp_path / "clips")), engine,
+                    adapters={"reaper": daw})
+    app.host_state.update("reaper", tempo=120.0, meter=(4, 4), sample_rate=44100, playing=False,
+                          region_s=(0.0, 4.0))
+    events = []
+    session = JamController(app).start({"bars": 2, "lookahead": 4, "mix": 0}, events.append)
+    wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
+    session.stop()
+    kinds = [(r["task_type"], r.get("src_audio"), r.get("repainting_start")) for r in engine.requests[:4]]
+    assert kinds == [("text2music", None, None), ("repaint", "file:upload-1", 4.0),  # the caption, one upload
+                     ("repaint", "file:take-job-2", 8.0), ("repaint", "file:take-job-3", 12.0)]
+    assert engine.uploads == 1
+    for chunk, insert in zip(session.chunks, daw.inserts):
+        check_clip(chunk.path, chunk.start_s, chunk.end_s, 120, 4, 4)
+        assert insert["position_s"] == chunk.start_s and insert["track_name"] == "ACE Jam"
+    assert [c.start_s for c in session.chunks[:4]] == [4.0, 8.0, 12.0, 16.0]
 
 
 def test_jam_refuses_bad_settings_and_unknown_tempo():
