@@ -86,7 +86,7 @@ def test_manual_host_state_and_status(bridge):
     ("/acecomp/meter", (4, 3), "denominator"),
     ("/acecomp/key", ("H dur",), "key"),
     ("/acecomp/samplerate", (12,), "sample rate"),
-    ("/acecomp/source", ("/no/such/file.wav",), "not found"),
+    ("/acecomp/source", ("/no/such/file.wav",), "outside"),
     ("/acecomp/insert", ("/etc/passwd",), "outside"),
     ("/acecomp/cancel", (), "nothing to cancel"),
     ("/acecomp/bogus", (), "unknown address"),
@@ -141,7 +141,7 @@ def test_action_errors_name_the_problem(bridge, tmp_path):
     assert "kazoo" in reply[1]
     reply = ask(app, peer, "/acecomp/repaint", expect="/acecomp/error")
     assert "no source audio" in reply[1]
-    source = tmp_path / "mix.wav"
+    source = tmp_path / "clips" / "mix.wav"  # /acecomp/source may point only into allowed folders
     sf.write(source, timecode(0, 44100 * 20, 44100).T, 44100)
     ask(app, peer, "/acecomp/source", str(source))
     reply = ask(app, peer, "/acecomp/repaint", expect="/acecomp/error")
