@@ -187,6 +187,8 @@ class CommandServer:
         action = address.rsplit("/", 1)[-1]
         try:
             settings = parse_settings(args)
+            if action == "sketch":
+                self._check_sketch_paths(settings)
         except OscArgumentError as exc:
             return self.error(sender, action, str(exc))
         # Preparing may render in the DAW (seconds): do it off the OSC thread so cancel still works.
@@ -306,6 +308,19 @@ class CommandServer:
             roots.append(os.path.dirname(os.path.abspath(configured)))
         roots += [d for d in os.environ.get(SOURCE_DIRS_ENV, "").split(os.pathsep) if d.strip()]
         return roots
+
+    def _check_sketch_paths(self, settings: dict[str, Any]) -> None:
+        """A .mid file or SoundFont named over OSC must lie where a source may come from (as for
+        /acecomp/source); refused before looking, so the answer never says which files exist."""
+        from bridge.clips import is_within
+        for key in ("midi_path", "soundfont"):
+            path = settings.get(key)
+            if path is None or (key == "soundfont" and path == "none"):
+                continue
+            roots = self.source_roots()
+            if not isinstance(path, str) or not os.path.isabs(path) or not is_within(path, roots):
+                raise OscArgumentError(f"{key} {path} is outside the folders a source may come from "
+                                       f"({', '.join(roots)}; add one with ${SOURCE_DIRS_ENV})")
 
     def _source(self, sender, *args):
         from bridge.clips import is_within

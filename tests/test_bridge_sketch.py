@@ -309,10 +309,14 @@ def test_reaper_dropped_midi_file_lands_on_the_selection_bar(reaper_sketch, tmp_
     _clip_of_span(record.clips[0]["path"], 3.0, 27.0)  # bar 2 to the bar after the last note (bar 9)
 
 
-def test_sketch_errors_are_clear_and_the_bridge_stays_up(reaper_sketch, tmp_path):
+def test_sketch_errors_are_clear_and_the_bridge_stays_up(reaper_sketch, tmp_path, monkeypatch):
     app, reaper, client, engine = reaper_sketch
-    client.send(app.commands.port, "/acecomp/sketch", "midi_path", str(tmp_path / "missing.mid"))
-    assert "MIDI file not found" in client.wait_for("/acecomp/error")[1]
+    # over OSC a .mid must lie where sources may come from (refused before looking)
+    client.send(app.commands.port, "/acecomp/sketch", "midi_path", "/etc/passwd")
+    assert "outside the folders" in client.wait_for("/acecomp/error")[1]
+    monkeypatch.setenv("ACE_COMPANION_SOURCE_DIRS", str(tmp_path / "sketches"))
+    client.send(app.commands.port, "/acecomp/sketch", "midi_path", str(tmp_path / "sketches" / "missing.mid"))
+    assert client.wait_for("/acecomp/error", predicate=lambda a: "MIDI file not found" in a[1])
     client.send(app.commands.port, "/acecomp/sketch", "follow", "lots")
     assert client.wait_for("/acecomp/error", predicate=lambda a: "follow" in a[1])
     client.send(app.commands.port, "/acecomp/ping")
