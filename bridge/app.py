@@ -111,7 +111,8 @@ class BridgeApp:
 
     def _make_midi(self):
         from bridge.midi import MidiAdapter, MidiListener, parse_mapping
-        mappings = [parse_mapping(text, ACTION_NAMES + ("cancel", "sketch", "jam")) for text in self.config.midi_mappings]
+        actions = ACTION_NAMES + ("cancel", "sketch", "jam")  # sketch: bridge/sketch.py, jam: bridge/jam.py
+        mappings = [parse_mapping(text, actions) for text in self.config.midi_mappings]
         listener = MidiListener(self.host_state, mappings, on_action=self._midi_action)
         return MidiAdapter(listener, self.config.midi_in, self.config.midi_virtual)
 
@@ -119,15 +120,16 @@ class BridgeApp:
         if action == "cancel":
             self.cancel()
             return
-        if action == "jam":  # start or stop jam (bridge/jam.py)
-            from bridge.jam import jam_controller
-            threading.Thread(target=self._quietly, args=(jam_controller(self).toggle,), daemon=True).start()
+        if action == "jam":
+            threading.Thread(target=self._toggle_jam, daemon=True).start()
             return
         threading.Thread(target=self._run_quietly, args=(action,), daemon=True).start()
 
-    def _quietly(self, fn: Callable[[], Any]) -> None:
+    def _toggle_jam(self) -> None:
+        """Start or stop jam (bridge/jam.py), from a MIDI trigger."""
+        from bridge.jam import jam_controller
         try:
-            fn()
+            jam_controller(self).toggle()
         except Exception as exc:
             self._emit({"type": "error", "action": "jam", "action_id": None, "job_id": None, "message": str(exc)})
 
