@@ -94,10 +94,11 @@ def chunk_replies(client, count):
     return client.all("/acecomp/jam/chunk")[:count]
 
 
-def check_clip(path, start_s, end_s, bpm, num=3, den=4):
+def check_clip(path, start_s, end_s, bpm, num=3, den=4, bars=2):
     wav = read_wav(path)
     assert wav.sample_rate == HOST_SR and wav.length_samples == round(end_s * HOST_SR) - round(start_s * HOST_SR)
     assert wav.acid.tempo == pytest.approx(bpm) and (wav.acid.meter_num, wav.acid.meter_den) == (num, den)
+    assert wav.acid.num_beats == bars * num
     assert wav.bext.time_reference == round(start_s * HOST_SR)
     return wav
 
