@@ -18,12 +18,14 @@ import glob
 import logging
 import math
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from bridge.grid import Region, TempoMap, TempoPoint, seconds_to_samples, snap_region_to_bars, span_samples
+from bridge.grid import (GridError, Region, TempoMap, TempoPoint, seconds_to_samples, snap_region_to_bars,
+                         span_samples)
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +369,6 @@ def read_live_clip(adapter: Any, region_qn: tuple[float, float] | None, timeout_
 
 def read_from_daw(app: Any, timeout_s: float = 15.0) -> Sketch:
     """Ask the connected DAW that can read MIDI (REAPER's script, or AbletonOSC) for the sketch."""
-    import uuid
-
     from bridge.adapters import AdapterError
     adapters = [a for a in app.adapters.values() if a.status().get("connected")
                 and (hasattr(a, "read_midi") or hasattr(a, "query"))]
@@ -398,8 +398,8 @@ def run_sketch(app: Any, overrides: dict[str, Any] | None = None, notify: Any = 
     clip), `soundfont` (a .sf2 path, or "none" for the built-in synth), `follow` (0-1, how
     closely the part follows the sketch: the request's `audio_cover_strength`).
     """
-    from bridge.errors import BridgeError
     from bridge.clips import ENGINE_SAMPLE_RATE, write_context
+    from bridge.errors import BridgeError
     overrides = dict(overrides or {})
     midi_path = overrides.pop("midi_path", None)
     soundfont = overrides.pop("soundfont", None)
@@ -429,14 +429,13 @@ def run_sketch(app: Any, overrides: dict[str, Any] | None = None, notify: Any = 
                 raise BridgeError("the host tempo is unknown: start the DAW adapter, or send /acecomp/tempo <bpm>")
             sketch = read_from_daw(app, timeout_s=app.config.render_timeout_s)
         region = sketch.region(tempo_map, overrides.get("snap", app.config.snap))
-    except SketchError as exc:
+    except (SketchError, GridError) as exc:
         raise BridgeError(str(exc)) from None
     rendered = render_sketch(sketch, tempo_map, ENGINE_SAMPLE_RATE, None if soundfont == "none" else soundfont,
                              use_soundfont=soundfont != "none")
     app._emit({"type": "sketch", "message": rendered.message, "synth": rendered.synth, "notes": len(sketch.notes),
                "track_name": sketch.track_name, "start_s": region.start_s, "end_s": region.end_s}, notify)
     os.makedirs(app.config.work_folder, exist_ok=True)
-    import uuid
     path = write_context(os.path.join(app.config.work_folder, f"sketch-{uuid.uuid4().hex[:10]}.wav"), rendered.audio,
                          rendered.sample_rate)
     cover = {**overrides, "region": [region.start_s, region.end_s], "snap": "off", "source_file": path,
