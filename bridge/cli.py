@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--midi-virtual", action="store_true",
                    help="create a virtual MIDI input named --midi-in or 'ACE Companion' (macOS/Linux)")
     g.add_argument("--midi-map", action="append", default=[], metavar="MAPPING",
-                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems (repeatable)")
+                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems, note:64=jam "
+                        "(start/stop), note:65=sketch (repeatable)")
     g.add_argument("--list-midi", action="store_true", help="list MIDI inputs and exit")
     g = parser.add_argument_group("clips and requests")
     g.add_argument("--output", default=default_output_dir(),

@@ -151,6 +151,14 @@ class MainWindow(QMainWindow):
         self.add_panel(self.prompt_panel.tasks_box, 1)
         self.add_panel(self.prompt_panel.params_box, 1)
         self.add_panel(self.prompt_panel.lm_box, 1)
+        # Sketch -> part and Jam (gui/panels/sketch_panel.py, jam_panel.py)
+        from gui.panels.jam_panel import JamPanel
+        from gui.panels.sketch_panel import SketchPanel
+        self.sketch_panel = SketchPanel()
+        self.sketch_panel.watch_drops(self)
+        self.jam_panel = JamPanel()
+        self.add_panel(self.sketch_panel, 1)
+        self.add_panel(self.jam_panel, 1)
         central = QWidget()
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(6, 4, 6, 4)
@@ -170,6 +178,15 @@ class MainWindow(QMainWindow):
         self.link.health_changed.connect(self._on_health)
         self.link.error.connect(self.show_error)
         self.prompt_panel.action_requested.connect(self.run_action)
+        self.sketch_panel.sketch_requested.connect(self.run_sketch)
+        self.jam_panel.start_requested.connect(self.start_jam)
+        self.jam_panel.stop_requested.connect(self.stop_jam)
+        self._jam_caption_timer = QTimer(self)  # the caption box steers the next jam chunk
+        self._jam_caption_timer.setSingleShot(True)
+        self._jam_caption_timer.setInterval(600)
+        self._jam_caption_timer.timeout.connect(self._steer_jam)
+        self.prompt_panel.caption.textChanged.connect(
+            lambda: self._jam_caption_timer.start() if self.jam_panel.running else None)
         self.prompt_panel.load_models_requested.connect(self._load_models)
         self.jobs_panel.cancel_requested.connect(self.link.cancel)
         self.jobs_panel.autogen_changed.connect(self.link.set_autogen)
@@ -190,6 +207,7 @@ class MainWindow(QMainWindow):
         self.bridge_link = BridgeLink(bridge, self.runner, parent=self) if bridge is not None else None
         if self.bridge_link is not None:
             self.bridge_link.host_snapshot.connect(self.host_panel.apply_snapshot)
+            self.bridge_link.host_snapshot.connect(self.jam_panel.apply_snapshot)
             self.bridge_link.adapters_changed.connect(self._on_adapters)
             self.bridge_link.bridge_event.connect(self._on_bridge_event)
             self.bridge_link.error.connect(self.show_error)
@@ -278,6 +296,58 @@ class MainWindow(QMainWindow):
         for request in requests:
             self.link.submit(request.to_dict(), autogen=autogen, on_submitted=self._on_submitted,
                              on_error=lambda exc: self.show_error(f"{action}: {describe_error(exc)}"))
+
+    def run_sketch(self, settings: dict) -> None:
+        """Sketch -> part through the bridge: the DAW's selected MIDI clip, or `settings["midi_path"]`."""
+        if self.bridge_link is None:
+            self.show_error("Sketch → part needs the bridge (start the window with a DAW bridge)")
+            return
+        try:
+            values, host = self.prompt_panel.values(), self.host_panel.values()
+            overrides = {**bridge_overrides("cover", values, host, self.host_panel.following()), **settings}
+        except (RequestError, OSError, RuntimeError) as exc:
+            self.show_error(f"sketch: {exc}")
+            return
+        overrides.pop("src_audio", None)
+        self.bridge_link.run_action("sketch", overrides,
+                                    lambda job_id: self._on_bridge_job(job_id, "sketch", overrides),
+                                    lambda exc: self.show_error(f"sketch: {describe_error(exc)}"))
+        self.statusBar().showMessage("sketch: reading the MIDI…")
+
+    # -------------------------------------------------------------- jam (bridge/jam.py)
+    def start_jam(self, settings: dict) -> None:
+        if self.bridge_link is None:
+            self.jam_panel.set_running(False, "needs the bridge (start the window with a DAW bridge)")
+            return
+        try:
+            values, host = self.prompt_panel.values(), self.host_panel.values()
+            fields = bridge_overrides("generate", values, host, self.host_panel.following())
+        except (RequestError, OSError, RuntimeError) as exc:
+            self.jam_panel.set_running(False, str(exc))
+            return
+        for name in ("duration", "task_type", "src_audio", "batch_size", "audio_cover_strength"):
+            fields.pop(name, None)
+        from bridge.jam import jam_controller
+        bridge = self.bridge_link.bridge
+        self.runner.run(lambda: jam_controller(bridge).start({**fields, **settings}),
+                        on_error=lambda exc: self.jam_panel.set_running(False, describe_error(exc)))
+
+    def stop_jam(self) -> None:
+        if self.bridge_link is None:
+            return
+        from bridge.jam import jam_controller
+        bridge = self.bridge_link.bridge
+        self.runner.run(lambda: jam_controller(bridge).stop(),
+                        on_error=lambda exc: self.show_error(f"jam: {describe_error(exc)}"))
+
+    def _steer_jam(self) -> None:
+        if self.bridge_link is None or not self.jam_panel.running:
+            return
+        from bridge.jam import jam_controller
+        caption = self.prompt_panel.caption.toPlainText().strip()
+        bridge = self.bridge_link.bridge
+        self.runner.run(lambda: jam_controller(bridge).prompt(caption),
+                        on_error=lambda exc: self.show_error(f"jam: {describe_error(exc)}"))
 
     def _on_submitted(self, job_id: str) -> None:
         self.last_job_id = job_id
@@ -549,6 +619,11 @@ class MainWindow(QMainWindow):
             self._add_bridge_clip(event)
         elif kind == "error":
             self.show_error(f"Bridge: {event.get('message')}")
+        elif str(kind).startswith("jam_"):
+            self.jam_panel.apply_event(event)
+        elif kind == "sketch":  # which synth rendered the MIDI sketch (a line when it is the built-in one)
+            self.sketch_panel.show_message(f"{event.get('track_name')}: {event.get('notes')} notes. "
+                                           f"{event.get('message')}")
         elif kind == "offer":
             self.show_error(f"{event.get('message')}: drag {os.path.basename(str(event.get('path')))} "
                             "from the list")
