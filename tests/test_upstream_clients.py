@@ -105,12 +105,13 @@ class PausingPipeline:
 
 
 class Engine:
-    def __init__(self, pipeline, results: Path):
+    def __init__(self, pipeline, results: Path, allowed_roots=()):
         pipeline.load_lm(None)
         pipeline.load_dit(TURBO)  # every test starts from the engine's start-up state
         self.pipeline = PausingPipeline(pipeline)
-        self.service = EngineService(self.pipeline, results, log=lambda line: None)
-        self.http = TestClient(create_app(self.service))
+        self.service = EngineService(self.pipeline, results, log=lambda line: None, allowed_roots=allowed_roots)
+        # addressed like the real clients: the engine answers only to its own names
+        self.http = TestClient(create_app(self.service), base_url="http://127.0.0.1:8001")
 
     def __enter__(self):
         self.service.start()
@@ -125,7 +126,9 @@ class Engine:
 
 @pytest.fixture
 def engine(tiny_pipeline, tmp_path):
-    with Engine(tiny_pipeline, tmp_path / "results") as running:
+    takes = tmp_path / "takes"  # where the VST3 plugin's files are: `--allow-path` lets the engine read them
+    takes.mkdir()
+    with Engine(tiny_pipeline, tmp_path / "results", allowed_roots=[takes]) as running:
         yield running
 
 
@@ -220,6 +223,9 @@ class GenerationFailed(Exception):
     pass
 
 
+DAW_PAGE = "http://127.0.0.1:5174"  # vite.config.ts: the dev server, which proxies /api to the engine
+
+
 class DawClient:
     """aceStepApi.ts (fetch + envelope.data), generationPipeline.ts (multipart, polling), modelStore.ts."""
 
@@ -253,7 +259,8 @@ class DawClient:
         """releaseTask: the src_audio blob, then every non-null parameter as String(value)."""
         filename = recorded["files"]["src_audio"]["filename"]
         response = self.http.post("/release_task", data=dict(recorded["fields"]),
-                                  files={"src_audio": (filename, src_audio, "audio/wav")})
+                                  files={"src_audio": (filename, src_audio, "audio/wav")},
+                                  headers={"Origin": DAW_PAGE})  # the browser's, kept by the Vite proxy
         assert response.status_code == 200, f"releaseLegoTask failed: {response.status_code} - {response.text}"
         return response.json()["data"]["task_id"]
 
@@ -327,7 +334,7 @@ def test_vst_text2music_then_cover_of_a_local_file(engine, tmp_path):
     assert seconds_of(audio) == pytest.approx(10.0)
     assert slot["label"].startswith("Result 1 - warm lo-fi piano loop (10s")
 
-    source = write_tone(tmp_path / "take.wav", seconds=1.0)  # shorter than the 10 s the plugin asks for
+    source = write_tone(tmp_path / "takes" / "take.wav", seconds=1.0)  # shorter than the 10 s the plugin asks for
     body = dict(VST["requests"]["cover"]["body"], src_audio_path=source)
     answer = vst.wait(vst.start_generation(body))
     assert answer["status"] == "succeeded", answer
@@ -339,7 +346,7 @@ def test_vst_text2music_then_cover_of_a_local_file(engine, tmp_path):
 
 def test_vst_failed_job_shows_the_engines_message(engine, tmp_path):
     vst = VstClient(engine.http)
-    silent = tmp_path / "silent.wav"
+    silent = tmp_path / "takes" / "silent.wav"
     soundfile.write(str(silent), np.zeros((48000, 2), np.float32), 48000)
     body = dict(VST["requests"]["cover"]["body"], src_audio_path=str(silent))  # nothing to cover
     answer = vst.wait(vst.start_generation(body))
