@@ -228,11 +228,14 @@ class GenerationFailed(Exception):
     pass
 
 
+DAW_PAGE = "http://127.0.0.1:5174"  # vite.config.ts: the dev server, which proxies /api to the engine
+
+
 class DawClient:
     """aceStepApi.ts (fetch + envelope.data), generationPipeline.ts (multipart, polling), modelStore.ts."""
 
     # The page at the Vite dev server posts through its proxy: the browser adds these to every POST.
-    BROWSER_POST_HEADERS = {"Origin": "http://localhost:5174", "Sec-Fetch-Site": "same-origin"}
+    BROWSER_POST_HEADERS = {"Origin": DAW_PAGE, "Sec-Fetch-Site": "same-origin"}
 
     def __init__(self, http: TestClient):
         self.http = http
