@@ -74,7 +74,7 @@ def test_window_jam_and_sketch_through_the_embedded_bridge(tmp_path):
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
     from engine.client import EngineClient
-    from gui.engine_process import free_port
+    from engine.process import free_port
     from gui.main_window import MainWindow
     from gui.settings import Settings
     from tests.bridge_support import echo_engine
