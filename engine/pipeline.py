@@ -20,6 +20,7 @@ from engine import checkpoints
 from engine.models.acestep import AceStepConditionGenerationModel
 from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
                                         pad_or_truncate)
+from engine.lora import LoraSet
 from engine.models.vae import SAMPLE_RATE, VAE
 from engine.request import GenerationRequest
 from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
@@ -89,6 +90,7 @@ class Pipeline:
         self.dtype = dtype
         self.lm = None
         self.lm_name: str | None = None
+        self.loras = LoraSet(root)  # adapters under root/loras, applied per job
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
 
@@ -178,6 +180,7 @@ class Pipeline:
             started = time.perf_counter()
             self.load_dit(request.dit)
             timings["load"] = time.perf_counter() - started
+        lora_name, lora_scale = self.loras.activate(self.dit.decoder, request.lora, request.lora_scale)
         lm_plan = None
         # Upstream plans whenever an LM is loaded and thinking or a use_cot_* flag asks for it
         # (never for cover / repaint / extract).
@@ -197,7 +200,8 @@ class Pipeline:
         return GenerationOutput(
             audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
-            models={"dit": self.dit_name, "lm": self.lm_name or ""},
+            models={"dit": self.dit_name, "lm": self.lm_name or "", "lora": lora_name or "",
+                    "lora_scale": lora_scale},
         )
 
     def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
