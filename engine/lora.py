@@ -20,12 +20,13 @@ import json
 import os
 import re
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.checkpoints import safetensors_header
-from engine.types import EngineError
+from engine.types import CheckpointError, EngineError
 
 LORAS_DIR = "loras"
 CONFIG_FILE = "adapter_config.json"
@@ -98,8 +99,12 @@ def read_adapter(folder: str | os.PathLike, name: str | None = None) -> LoraAdap
         raise LoraError(f"lora: {config_path}: 'r' must be a positive integer")
     if not weights_path.is_file():
         raise LoraError(f"lora: {weights_path}: missing file")
-    safetensors_header(weights_path)  # one-line error for a cut-off or foreign file
-    state = load_file(str(weights_path))
+    try:
+        safetensors_header(weights_path)  # a cut-off or foreign file, without reading the tensors
+        state = load_file(str(weights_path))
+    except (CheckpointError, OSError, ValueError) as exc:
+        reason = str(exc).split(": ", 1)[-1].split(";")[0]
+        raise LoraError(f"lora: {weights_path}: {reason}; copy the adapter again") from None
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
         for prefix in _PREFIXES:
@@ -175,7 +180,9 @@ def _inject(adapter: LoraAdapter, decoder) -> None:
         target_modules="|".join(re.escape(path) for path in adapter.weights),
     )
     try:
-        inject_adapter_in_model(config, decoder, adapter_name=key)
+        with warnings.catch_warnings():  # a second adapter on the same DiT is intended here
+            warnings.filterwarnings("ignore", message=".*peft_config.*")
+            inject_adapter_in_model(config, decoder, adapter_name=key)
     except (ValueError, TypeError, KeyError) as exc:
         raise LoraError(f"lora: cannot attach adapter '{adapter.name}' ({exc})") from None
     with torch.no_grad():
@@ -196,6 +203,8 @@ def _strip_all(decoder) -> None:
         parent_path, _, child = path.rpartition(".")
         parent = decoder.get_submodule(parent_path) if parent_path else decoder
         setattr(parent, child, module.get_base_layer())
+    if hasattr(decoder, "peft_config"):
+        del decoder.peft_config
 
 
 class LoraSet:

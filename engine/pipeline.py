@@ -136,8 +136,11 @@ class Pipeline:
         self.lm_name = folder
 
     def info(self) -> dict:
+        lora = self.loras.status()
         return {"dit": self.dit_name, "lm": self.lm_name, "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", ""), "checkpoints": str(self.root)}
+                "dtype": str(self.dtype).replace("torch.", ""), "checkpoints": str(self.root),
+                "lora": {"default": lora["default"], "enabled": lora["enabled"], "scale": lora["scale"],
+                         "loaded": lora["loaded"], "last_used": lora["last_used"]}}
 
     @property
     def silence_latent(self) -> torch.Tensor:

@@ -28,6 +28,7 @@ from engine import __version__
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
 from engine.service.upstream import add_upstream_routes
+from engine.service.lora_routes import add_lora_routes
 from engine.service.http_common import HTTPProblem, check_content_length, save_upload
 from engine.types import EngineError
 
@@ -143,6 +144,7 @@ def create_app(service: EngineService, token: str | None = None,
             "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
             "memory": memory_status(), "queue": service.queue_counts(),
             "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
+            "lora": info.get("lora"), "vram": info.get("vram"),
             # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
             "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
             "code": 200, "error": None, "timestamp": int(time.time() * 1000),
@@ -210,6 +212,7 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    add_lora_routes(app, service)
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
         app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
                            allow_headers=["*"])
