@@ -38,9 +38,11 @@ DIT_MODELS = (
     "acestep-v15-turbo-continuous",
     "acestep-v15-sft",
     "acestep-v15-base",
+    "acestep-v15-xl-turbo",
+    "acestep-v15-xl-sft",
+    "acestep-v15-xl-base",
 )
-XL_DIT_MODELS = ("acestep-v15-xl-turbo", "acestep-v15-xl-sft", "acestep-v15-xl-base")
-ALL_DIT_MODELS = DIT_MODELS + XL_DIT_MODELS
+XL_DIT_MODELS = tuple(name for name in DIT_MODELS if "-xl-" in name)  # 4B, sharded fp32 weights
 LM_MODELS = ("acestep-5Hz-lm-0.6B", "acestep-5Hz-lm-1.7B", "acestep-5Hz-lm-4B")
 VAE_DIR = "vae"
 TEXT_ENCODER_DIR = "Qwen3-Embedding-0.6B"

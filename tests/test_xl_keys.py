@@ -101,3 +101,38 @@ def test_2b_configs_stay_2b():
     config = AceStepConfig.from_json_file(XL_DATA.parent / "parity" / "checkpoints" / "acestep-v15-turbo" /
                                           "config.json")
     assert not config.is_xl
+
+
+def test_tiny_xl_checkpoints_use_the_published_sharded_layout(tmp_path):
+    from engine.checkpoints import XL_DIT_MODELS
+    from engine.commands.tiny import make_tiny_checkpoints
+
+    make_tiny_checkpoints(tmp_path, seed=0, dits=XL_DIT_MODELS, log=lambda message: None)
+    for name in XL_DIT_MODELS:
+        folder = validate_folder(tmp_path / name, "dit")
+        assert not (folder / "model.safetensors").exists()
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        shards = sorted(folder.glob("model-*-of-00004.safetensors"))
+        assert [p.name for p in shards] == sorted(set(index["weight_map"].values()))
+        assert len(shards) == 4
+        header = {}
+        for shard in shards:
+            header.update({k: shape for k, (_, shape) in safetensors_header(shard).items()})
+        assert header == expand(TABLE["tiny"])
+        assert index["metadata"]["total_size"] == sum(4 * math.prod(s) for s in header.values())
+        config = json.loads((folder / "config.json").read_text())
+        assert config["is_turbo"] == ("turbo" in name)
+        assert AceStepConditionGenerationModel.from_folder(folder).config.is_xl
+
+
+def test_download_lists_the_xl_folders_with_sizes(capsys):
+    from engine.checkpoints import XL_DIT_MODELS, spec_for
+    from engine.cli import main
+
+    assert main(["download", "--list", "--checkpoints", str(XL_CHECKPOINTS)]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
+    for name in XL_DIT_MODELS:
+        assert "19.9 GB" in lines[name] and f"ACE-Step/{name}" in lines[name]
+        assert "model-*.safetensors" in spec_for(name).allow_patterns()
+        assert "model.safetensors.index.json" in spec_for(name).allow_patterns()
+    assert " complete " in lines["acestep-v15-xl-turbo"] and " missing " in lines["acestep-v15-xl-sft"]

@@ -6,11 +6,14 @@ weights (a few MB each), so the whole pipeline can be exercised in seconds on a 
 
     DIR/acestep-v15-turbo*/ acestep-v15-sft/ acestep-v15-base/   DiT: config.json, model.safetensors,
                                                                   silence_latent.pt
+    DIR/acestep-v15-xl-{turbo,sft,base}/   XL DiT: 4 shards model-0000N-of-00004.safetensors +
+                                           model.safetensors.index.json, like the published XL repos
     DIR/vae/                    diffusers AutoencoderOobleck (real hop 1920, 64 latent channels)
     DIR/Qwen3-Embedding-0.6B/   transformers Qwen3Model + byte-level BPE tokenizer
     DIR/acestep-5Hz-lm-*/       with --with-lm, written by engine.lm.tiny.make_tiny_lm
 
-The DiT architecture equals the parity checkpoints in tests/data/parity (hidden 64, 2 layers).
+The DiT architecture equals the parity checkpoints in tests/data/parity (hidden 64, 2 layers); the
+XL folders equal tests/data/parity-xl (DiT width 80, condition encoder width 64).
 Nothing here is a trained model: the audio it renders is noise.
 """
 
@@ -68,6 +71,20 @@ TINY_DIT_CONFIG = {
     "use_sliding_window": True,
     "vocab_size": 64003,
 }
+
+# The parity-xl checkpoints' XL changes (tests/data/parity-xl): a DiT wider than its condition encoder,
+# attention width (6 x 16) different from the hidden size.
+TINY_XL_CHANGES = {
+    "hidden_size": 80,
+    "intermediate_size": 176,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "encoder_hidden_size": 64,
+    "encoder_intermediate_size": 128,
+    "encoder_num_attention_heads": 4,
+    "encoder_num_key_value_heads": 2,
+}
+XL_SHARDS = 4
 
 # The parity VAE: real hop (2*4*4*6*10 = 1920 samples per latent frame), narrow decoder.
 # encoder_hidden_size stays 128 because diffusers ties it to the 2 x 64 mean/scale output.
@@ -162,12 +179,13 @@ def _log_default(message: str) -> None:
 def dit_config(name: str) -> dict:
     """config.json for a DiT folder: the tiny architecture plus the variant's flags and auto_map."""
     turbo = "turbo" in name
+    xl = "-xl-" in name
     version = "turbo" if turbo else ("sft" if "sft" in name else "base")
-    config = dict(TINY_DIT_CONFIG)
+    config = dict(TINY_DIT_CONFIG, **(TINY_XL_CHANGES if xl else {}))
+    module = ("modeling_acestep_v15_xl_" if xl else "modeling_acestep_v15_") + ("turbo" if turbo else "base")
     config["auto_map"] = {
         "AutoConfig": "configuration_acestep_v15.AceStepConfig",
-        "AutoModel": ("modeling_acestep_v15_turbo" if turbo else "modeling_acestep_v15_base")
-        + ".AceStepConditionGenerationModel",
+        "AutoModel": module + ".AceStepConditionGenerationModel",
     }
     config["is_turbo"] = turbo
     config["model_version"] = version
@@ -210,9 +228,34 @@ def write_dit(folder: Path, name: str, seed: int, silence_latent) -> Path:
     _randomise(model, seed)
     state = {key: tensor.detach().to(torch.float32).contiguous() for key, tensor in model.state_dict().items()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if "-xl-" in name:
+        save_sharded(state, folder, XL_SHARDS)
+    else:
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     torch.save(silence_latent.clone(), str(folder / "silence_latent.pt"))
     return folder
+
+
+def save_sharded(state: dict, folder: Path, shards: int) -> None:
+    """`model-0000i-of-0000n.safetensors` files of about equal size plus `model.safetensors.index.json`,
+    the layout `save_pretrained` gives the published XL weights."""
+    from safetensors.torch import save_file
+
+    sizes = {key: tensor.numel() * tensor.element_size() for key, tensor in state.items()}
+    total = sum(sizes.values())
+    groups: list[dict] = [{} for _ in range(shards)]
+    done = 0
+    for key, tensor in state.items():
+        groups[min(shards - 1, done * shards // total)][key] = tensor
+        done += sizes[key]
+    weight_map = {}
+    for number, group in enumerate(groups, 1):
+        file_name = f"model-{number:05d}-of-{shards:05d}.safetensors"
+        save_file(group, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update({key: file_name for key in group})
+    index = {"metadata": {"total_parameters": sum(t.numel() for t in state.values()), "total_size": total},
+             "weight_map": dict(sorted(weight_map.items()))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def make_silence_latent(seed: int):
