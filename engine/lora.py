@@ -326,10 +326,18 @@ class LoraSet:
     def activate(self, decoder, lora: str | None, lora_scale: float | None) -> tuple[str | None, float]:
         """Make `decoder` run with the request's adapter at its scale (or none). Returns (name, scale).
 
+        A request's own `lora` must fit the DiT (else `LoraError`); the engine's default adapter is
+        skipped for DiTs it does not fit (e.g. a stems job on a base DiT while an XL adapter is set).
+
         Adapters stay injected once used, so switching between them or changing the scale only
         flips PEFT's active adapter and its scaling; the base weights are never touched.
         """
         name, scale = self.resolve(lora, lora_scale)
+        if lora is None and name is not None:
+            try:  # the engine's default adapter only applies to DiTs it was trained for
+                check_fits(self._ensure(name), decoder)
+            except LoraError:
+                name = None
         with self._lock:
             if self._decoder_ref is None or self._decoder_ref() is not decoder:
                 self._decoder_ref = weakref.ref(decoder)  # a new DiT: nothing injected yet

@@ -123,3 +123,12 @@ def test_unknown_or_mismatched_adapter_fails_the_job_clearly(pipeline, tmp_path)
               str(folder / "adapter_model.safetensors"))
     with pytest.raises(LoraError, match="does not fit the loaded DiT"):
         pipeline.loras.load(str(folder), decoder=pipeline.dit.decoder)
+    # as the engine's default (no `lora` field), an adapter that does not fit is skipped, not fatal
+    pipeline.loras.load(str(folder))
+    pipeline.loras.set_default("wide")
+    out = pipeline.generate(_request("t2m_xl_turbo_lyrics_metas"), dump=True)
+    assert out.models["lora"] == ""
+    assert relative_error(out.dump["pred_latents"], load_xl_case("t2m_xl_turbo_lyrics_metas")[1]["pred_latents"]) < 1e-4
+    with pytest.raises(LoraError, match="does not fit"):
+        pipeline.generate(_request("t2m_xl_turbo_lyrics_metas", lora="wide"))
+    pipeline.loras.unload("wide")
