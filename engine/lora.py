@@ -3,7 +3,8 @@
 An adapter is a folder `checkpoints/loras/<name>/` holding `adapter_config.json` (a PEFT
 `LoraConfig`) and `adapter_model.safetensors` (tensors named
 `base_model.model.layers.N.{self_attn|cross_attn}.{q,k,v,o}_proj.lora_{A,B}.weight`, relative to
-the DiT module), which is what upstream's trainer writes. Adapters are injected with the `peft`
+the DiT module), which is what upstream's trainer writes; a diffusers `pytorch_lora_weights.safetensors`
+is read too. Adapters are injected with the `peft`
 library into the loaded DiT's linear layers and stay unmerged, like upstream: each wrapped linear
 computes `W x + scale * (alpha / r) * B(A(x))`, so changing the adapter or its scale never
 touches (or reloads) the base weights.
@@ -31,6 +32,10 @@ from engine.types import CheckpointError, EngineError
 LORAS_DIR = "loras"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+# diffusers' AceStepTransformer1DModel names for the same attention linears
+_DIFFUSERS_NAMES = ((".to_q.", ".q_proj."), (".to_k.", ".k_proj."), (".to_v.", ".v_proj."),
+                    (".to_out.0.", ".o_proj."))
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
 _PREFIXES = ("base_model.model.", "decoder.")
 
@@ -63,27 +68,33 @@ class LoraAdapter:
 
 
 def list_adapters(root: str | os.PathLike) -> list[str]:
-    """Names of the adapter folders under `<checkpoints root>/loras` (folders with an adapter_config.json)."""
+    """Names of the adapter folders under `<checkpoints root>/loras` (PEFT or diffusers files inside)."""
     folder = Path(root) / LORAS_DIR
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if (p / CONFIG_FILE).is_file())
+    return sorted(p.name for p in folder.iterdir()
+                  if (p / CONFIG_FILE).is_file() or (p / DIFFUSERS_FILE).is_file())
 
 
 def read_adapter(folder: str | os.PathLike, name: str | None = None) -> LoraAdapter:
-    """Read and check an adapter folder (PEFT LoRA in upstream's layout); one-line `LoraError`s."""
-    import torch
-    from safetensors.torch import load_file
+    """Read and check an adapter folder; one-line `LoraError`s.
 
+    PEFT format (upstream's trainer): adapter_config.json + adapter_model.safetensors. Also the
+    diffusers format (`pipe.save_lora_weights`): pytorch_lora_weights.safetensors with keys
+    `transformer.layers.N.{self_attn|cross_attn}.{to_q,to_k,to_v,to_out.0}.lora_{A,B}.weight`, which
+    name the same linears; its rank/alpha come from the file's metadata (alpha = rank without).
+    """
     folder = Path(folder)
     name = name or folder.name
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    config_path = folder / CONFIG_FILE
     if not folder.is_dir():
         raise LoraError(f"lora: adapter folder {folder} not found (adapters live in checkpoints/{LORAS_DIR}/<name>/)")
     if not config_path.is_file():
+        if (folder / DIFFUSERS_FILE).is_file():
+            return _read_diffusers(folder, name)
         if any(folder.glob("*.safetensors")):
-            raise LoraError(f"lora: {folder} has no {CONFIG_FILE}; only PEFT LoRA folders (adapter_config.json + "
-                            f"{WEIGHTS_FILE}, as upstream's trainer writes them) are supported")
+            raise LoraError(f"lora: {folder} has no {CONFIG_FILE}; supported are PEFT LoRA folders (adapter_config.json + "
+                            f"{WEIGHTS_FILE}, as upstream's trainer writes them) and diffusers' {DIFFUSERS_FILE}")
         raise LoraError(f"lora: {config_path}: missing file")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -97,36 +108,74 @@ def read_adapter(folder: str | os.PathLike, name: str | None = None) -> LoraAdap
         raise LoraError(f"lora: {config_path}: DoRA adapters are not supported")
     if not isinstance(config.get("r"), int) or config["r"] <= 0:
         raise LoraError(f"lora: {config_path}: 'r' must be a positive integer")
-    if not weights_path.is_file():
-        raise LoraError(f"lora: {weights_path}: missing file")
+    state, _ = _load_weights(folder / WEIGHTS_FILE)
+    return LoraAdapter(name=name, folder=folder, config=config, weights=_pairs(state, folder / WEIGHTS_FILE))
+
+
+def _read_diffusers(folder: Path, name: str) -> LoraAdapter:
+    path = folder / DIFFUSERS_FILE
+    state, metadata = _load_weights(path)
+    renamed = {}
+    for key, tensor in state.items():
+        if not key.startswith("transformer."):
+            raise LoraError(f"lora: {path}: tensor '{key}' is not for the transformer (DiT); only DiT LoRAs "
+                            f"are supported")
+        for old, new in _DIFFUSERS_NAMES:
+            key = key.replace(old, new)
+        renamed[key[len("transformer."):]] = tensor
+    weights = _pairs(renamed, path)
+    ranks = {a.shape[0] for a, _ in weights.values()}
     try:
-        safetensors_header(weights_path)  # a cut-off or foreign file, without reading the tensors
-        state = load_file(str(weights_path))
+        packed = json.loads(metadata.get("lora_adapter_metadata", "{}"))
+    except json.JSONDecodeError:
+        packed = {}
+    rank = int(packed.get("transformer.r") or packed.get("r") or max(ranks))
+    alpha = float(packed.get("transformer.lora_alpha") or packed.get("lora_alpha") or rank)
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "format": "diffusers",
+              "use_rslora": bool(packed.get("transformer.use_rslora") or packed.get("use_rslora")),
+              "rank_pattern": {m: a.shape[0] for m, (a, _) in weights.items() if a.shape[0] != rank}}
+    return LoraAdapter(name=name, folder=folder, config=config, weights=weights)
+
+
+def _load_weights(path: Path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file, with one-line errors."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise LoraError(f"lora: {path}: missing file")
+    try:
+        safetensors_header(path)  # a cut-off or foreign file, without reading the tensors
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
     except (CheckpointError, OSError, ValueError) as exc:
         reason = str(exc).split(": ", 1)[-1].split(";")[0]
-        raise LoraError(f"lora: {weights_path}: {reason}; copy the adapter again") from None
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
+        raise LoraError(f"lora: {path}: {reason}; copy the adapter again") from None
+
+
+def _pairs(state: dict, path: Path) -> dict[str, tuple]:
+    """module path inside the DiT -> (lora_A, lora_B), checked."""
+    pairs: dict[str, dict] = {}
     for key, tensor in state.items():
         for prefix in _PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix):]
         match = _KEY.match(key)
         if match is None:
-            raise LoraError(f"lora: {weights_path}: unexpected tensor '{key}' (expected "
+            raise LoraError(f"lora: {path}: unexpected tensor '{key}' (expected "
                             f"<module>.lora_A.weight / <module>.lora_B.weight)")
         pairs.setdefault(match["module"], {})[match["which"]] = tensor
     if not pairs:
-        raise LoraError(f"lora: {weights_path}: holds no LoRA tensors")
+        raise LoraError(f"lora: {path}: holds no LoRA tensors")
     weights = {}
     for module, pair in sorted(pairs.items()):
         if set(pair) != {"A", "B"}:
-            raise LoraError(f"lora: {weights_path}: '{module}' lacks lora_{'B' if 'A' in pair else 'A'}")
+            raise LoraError(f"lora: {path}: '{module}' lacks lora_{'B' if 'A' in pair else 'A'}")
         a, b = pair["A"], pair["B"]
         if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
-            raise LoraError(f"lora: {weights_path}: '{module}' has inconsistent shapes {tuple(a.shape)} / "
+            raise LoraError(f"lora: {path}: '{module}' has inconsistent shapes {tuple(a.shape)} / "
                             f"{tuple(b.shape)}")
         weights[module] = (a, b)
-    return LoraAdapter(name=name, folder=folder, config=config, weights=weights)
+    return weights
 
 
 def _peft_name(name: str) -> str:

@@ -132,3 +132,24 @@ def test_unknown_or_mismatched_adapter_fails_the_job_clearly(pipeline, tmp_path)
     with pytest.raises(LoraError, match="does not fit"):
         pipeline.generate(_request("t2m_xl_turbo_lyrics_metas", lora="wide"))
     pipeline.loras.unload("wide")
+
+
+def test_diffusers_format_adapter_gives_the_same_result(pipeline, tmp_path):
+    """The same adapter saved the diffusers way (transformer.*.to_q ..., alpha in the metadata)."""
+    folder = tmp_path / "as-diffusers"
+    folder.mkdir()
+    weights = load_file(str(ADAPTER / "adapter_model.safetensors"))
+    renamed = {}
+    for key, tensor in weights.items():
+        key = key.replace("base_model.model.", "transformer.")
+        for ours, theirs in (("q_proj", "to_q"), ("k_proj", "to_k"), ("v_proj", "to_v"), ("o_proj", "to_out.0")):
+            key = key.replace(f".{ours}.", f".{theirs}.")
+        renamed[key] = tensor
+    save_file(renamed, str(folder / "pytorch_lora_weights.safetensors"),
+              metadata={"lora_adapter_metadata": json.dumps({"transformer.r": 4, "transformer.lora_alpha": 8})})
+    adapter = pipeline.loras.load(str(folder))
+    assert adapter.rank == 4 and adapter.alpha == 8 and len(adapter.weights) == 16
+    _, scale1, _ = load_xl_case("lora_xl_turbo_scale1")
+    latents = _latents(pipeline, _request("lora_xl_turbo_scale1", lora="as-diffusers"))
+    assert relative_error(latents, scale1["pred_latents"]) < 1e-4
+    pipeline.loras.unload("as-diffusers")
