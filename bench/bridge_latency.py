@@ -8,7 +8,7 @@ download, resampling, cutting, WAV writing, insert hand-off); pass --engine-url 
 running engine instead.
 
     PYTHONPATH=. python bench/bridge_latency.py            # 1 trigger, then 10 in a row
-    PYTHONPATH=. python bench/bridge_latency.py --engine-url http://127.0.0.1:8765
+    PYTHONPATH=. python bench/bridge_latency.py --engine-url http://127.0.0.1:8001
 
 Prints per run: total (trigger -> inserted), engine compute (job started -> finished), queue
 wait (job created -> started) and bridge overhead = total - compute - queue wait.

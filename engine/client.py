@@ -3,7 +3,7 @@
 The DAW bridge and the control window use this to talk to `ace-companion engine`,
 which may run on this machine or on another one (then with a bearer token).
 
-    client = EngineClient("http://127.0.0.1:8765")
+    client = EngineClient("http://127.0.0.1:8001")
     job_id = client.submit({"caption": "warm lo-fi piano", "duration": 10})
     job = client.wait(job_id, timeout=300, on_progress=lambda j: print(j["progress"]))
     client.download(job["results"][0]["file_id"], "take1.wav")
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_URL = "http://127.0.0.1:8001"
 FINAL_STATES = ("done", "failed", "cancelled")
 
 # Sentinel so that `load_models(lm=None)` (unload the LM) differs from "leave the LM alone".

@@ -100,8 +100,10 @@ def test_our_lora_api(client):
     assert client.delete(f"/v1/loras/{NAME}").json()["loaded"] == []
 
 
-def test_engine_without_lora_support_answers_503(tmp_path):
+def test_engine_without_lora_support(tmp_path):
+    """The VST's poll still gets an idle answer; changes are refused with 503."""
     service = EngineService(StandInPipeline(), results_dir=tmp_path, log=lambda line: None)
     with TestClient(create_app(service)) as c:
-        response = c.get("/v1/lora/status")
+        assert c.get("/v1/lora/status").json()["data"]["lora_loaded"] is False
+        response = c.post("/v1/lora/load", json={"lora_path": NAME})
     assert response.status_code == 503 and "LoRA" in response.json()["detail"]

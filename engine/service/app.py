@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from engine import __version__
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
-from engine.service.upstream import add_upstream_routes
+from engine.service.upstream import add_upstream_routes, model_inventory
 from engine.lora import list_adapters
 from engine.service.lora_routes import add_lora_routes
 from engine.service.http_common import HTTPProblem, check_content_length, save_upload
@@ -324,11 +324,7 @@ def models_json(service: EngineService) -> dict:
         "dit": loaded_dit, "lm": loaded_lm, "device": info.get("device"), "dtype": info.get("dtype"),
         "checkpoints": root, "dits": dits, "lms": lms, "loras": list_adapters(root) if root else [],
         # upstream ACE-Step 1.5 shape, for its clients
-        "data": {
-            "models": [{"name": d, "is_default": d == loaded_dit, "is_loaded": d == loaded_dit} for d in dits],
-            "default_model": loaded_dit, "lm_models": lms, "loaded_lm_model": loaded_lm,
-            "llm_initialized": bool(loaded_lm),
-        },
+        "data": model_inventory(service),
         "code": 200, "error": None,
     }
 

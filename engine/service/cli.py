@@ -8,7 +8,7 @@ import os
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+DEFAULT_PORT = 8001
 ENV_TOKEN = "ACE_COMPANION_TOKEN"
 
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=512.0,
                         help="largest accepted upload in MiB (default 512)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="let web pages from ORIGIN (e.g. http://localhost:5173 for ACE-Step-DAW) call the "
+                        help="let web pages from ORIGIN (e.g. http://localhost:5174 for ACE-Step-DAW) call the "
                              "engine from a browser (CORS); repeatable")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                         help="HTTP server log level (default warning)")

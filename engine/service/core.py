@@ -33,6 +33,8 @@ FINAL_STATES = ("done", "failed", "cancelled")
 FILE_REF_PREFIX = "file:"
 AUDIO_INPUT_FIELDS = ("src_audio", "reference_audio")
 RESTARTED_MESSAGE = "engine restarted during the job"
+LM_PREFIX = "acestep-5Hz-lm-"
+DEFAULT_LM = LM_PREFIX + "0.6B"  # upstream's default LM, the one thinking loads when none is named
 
 
 class UnknownJob(KeyError):
@@ -100,6 +102,11 @@ class EngineService:
         self._seq = itertools.count()
         self._stopping = False
         self._worker: threading.Thread | None = None
+        # What upstream clients call the default model: the DiT / LM loaded at start or chosen
+        # with load_models; a job may load another DiT for itself without changing these.
+        loaded = self.info()
+        self.default_dit: str | None = loaded.get("dit")
+        self.default_lm: str | None = loaded.get("lm")
         self._recover()
 
     # ================================================================ lifecycle
@@ -289,10 +296,13 @@ class EngineService:
                 if dit is not None:
                     self.log(f"loading DiT {dit}")
                     self.pipeline.load_dit(dit.strip())
+                    self.default_dit = self.info().get("dit") or dit.strip()
                 if lm is not ...:
                     lm_name = None if lm is None or lm.strip().lower() in ("", "none") else lm.strip()
                     self.log(f"loading LM {lm_name}")
                     self.pipeline.load_lm(lm_name)
+                    if lm_name is not None:
+                        self.default_lm = self.info().get("lm") or lm_name
             except (EngineError, RequestError):
                 raise
             except MemoryError:
@@ -363,6 +373,7 @@ class EngineService:
         try:
             request = self._resolved_request(job.request)
             with self._pipeline_lock:
+                self._load_lm_for_thinking(job, request)
                 output = self.pipeline.generate(request, progress=lambda ev: self._on_progress(job, ev),
                                                 cancel=lambda: job.cancel_requested)
             if job.cancel_requested:
@@ -402,6 +413,31 @@ class EngineService:
             if job.autogen and not self._stopping:
                 self._queue_follow_up(job)  # before "done", so listeners see `autogen_next`
             self._finish(job, "done", None)
+
+    def _load_lm_for_thinking(self, job: Job, request: GenerationRequest) -> None:
+        """thinking=true with no LM loaded: load one now, as upstream's server does on demand."""
+        if not request.thinking or self.info().get("lm"):
+            return
+        from engine.lm.planner import SKIP_LM_TASKS
+
+        if request.task_type in SKIP_LM_TASKS:
+            return
+        name = self.default_lm or self._installed_lm()
+        self._on_progress(job, ProgressEvent("load_lm", 0, 1, f"loading LM {name} for thinking"))
+        self.log(f"job {job.id}: loading LM {name} on demand (thinking=true)")
+        self.pipeline.load_lm(name)
+        self.default_lm = self.info().get("lm") or name
+
+    def _installed_lm(self) -> str:
+        """The smallest LM folder under the checkpoints root; EngineError saying how to get one if none."""
+        root = Path(self.info().get("checkpoints") or "checkpoints")
+        found = sorted((p.name for p in root.glob(LM_PREFIX + "*") if (p / "config.json").is_file()),
+                       key=_lm_size)
+        if not found:
+            raise EngineError(f"thinking=true needs the 5 Hz LM, but no LM checkpoint is installed: "
+                              f"{root / DEFAULT_LM} is missing. Download it with "
+                              f"`ace-companion download --model 0.6B` (or send thinking=false)")
+        return found[0]
 
     def _on_progress(self, job: Job, event: ProgressEvent) -> None:
         with self._lock:
@@ -553,6 +589,14 @@ def _free_cuda_cache() -> None:
                 torch.cuda.empty_cache()
         except Exception:
             pass
+
+
+def _lm_size(folder: str) -> float:
+    """'acestep-5Hz-lm-1.7B' -> 1.7 (unknown sizes sort last)."""
+    try:
+        return float(folder[len(LM_PREFIX):].rstrip("Bb"))
+    except ValueError:
+        return float("inf")
 
 
 def _frame_count(audio: Any) -> int:

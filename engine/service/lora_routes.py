@@ -11,7 +11,8 @@ Upstream's routes, so that its clients (the acestep.vst3 LoRA panel, which polls
                             "active_adapter", "adapters", "synthetic_default_mode"}`
 
 Answers are wrapped as `{"data", "code", "error", "timestamp", "extra"}`. As upstream, a failed
-load/unload is an HTTP 400; a failed toggle/scale is HTTP 200 with `code` 400 and `error`.
+load/unload is an HTTP 400 (with `error`, and our `detail`); a failed toggle/scale is HTTP 200 with
+`code` 400 and `error`.
 
 Ours (errors as `{"detail", "field"}` like the rest of the engine API):
 
@@ -25,21 +26,16 @@ The "default" adapter is what jobs without a `lora` field use; a job's own `lora
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.lora import LoraError, LoraSet
 from engine.service.core import EngineService
 from engine.service.http_common import HTTPProblem
+from engine.service.upstream import envelope as wrap
+from engine.service.upstream import refusal
 
 OK = "\u2705"  # upstream prefixes success messages with this mark; some clients test for it
-
-
-def wrap(data: Any, code: int = 200, error: str | None = None) -> dict:
-    return {"data": data, "code": code, "error": error, "timestamp": int(time.time() * 1000), "extra": None}
 
 
 class UpstreamLoad(BaseModel):
@@ -75,6 +71,11 @@ def _decoder(service: EngineService):
     return getattr(dit, "decoder", None)
 
 
+# What an engine without LoRA support answers the VST's 7-second poll.
+IDLE = {"lora_loaded": False, "use_lora": False, "lora_scale": 1.0, "adapter_type": None, "scales": {},
+        "active_adapter": None, "adapters": [], "synthetic_default_mode": False, "last_used": None}
+
+
 def upstream_status(loras: LoraSet) -> dict:
     status = loras.status()
     default = status["default"]
@@ -95,23 +96,23 @@ def upstream_status(loras: LoraSet) -> dict:
 def add_lora_routes(app: FastAPI, service: EngineService) -> None:
     # -------------------------------------------------------------- upstream
     @app.post("/v1/lora/load", summary="Upstream ACE-Step 1.5: load a LoRA adapter", tags=["upstream"])
-    def upstream_load(body: UpstreamLoad) -> dict:
+    def upstream_load(body: UpstreamLoad):
         loras = _loras(service)
         try:
             adapter = loras.load(body.lora_path, body.adapter_name, decoder=_decoder(service))
             loras.set_default(adapter.name, 1.0)
         except LoraError as exc:
-            raise HTTPProblem(400, str(exc), "lora_path") from None
+            return refusal(400, str(exc), "lora_path")
         data = {"message": f"{OK} LoRA '{adapter.name}' loaded from {adapter.folder}", "lora_path": body.lora_path}
         if body.adapter_name:
             data["adapter_name"] = adapter.name
         return wrap(data)
 
     @app.post("/v1/lora/unload", summary="Upstream ACE-Step 1.5: unload every LoRA adapter", tags=["upstream"])
-    def upstream_unload() -> dict:
+    def upstream_unload():
         loras = _loras(service)
         if not loras.loaded():
-            raise HTTPProblem(400, "no LoRA adapter loaded")
+            return refusal(400, "no LoRA adapter loaded")
         removed = loras.unload()
         return wrap({"message": f"{OK} unloaded {', '.join(removed)}; the DiT runs without an adapter"})
 
@@ -136,7 +137,8 @@ def add_lora_routes(app: FastAPI, service: EngineService) -> None:
 
     @app.get("/v1/lora/status", summary="Upstream ACE-Step 1.5: LoRA state", tags=["upstream"])
     def upstream_status_route() -> dict:
-        return wrap(upstream_status(_loras(service)))
+        loras = getattr(service.pipeline, "loras", None)
+        return wrap(upstream_status(loras) if loras is not None else dict(IDLE))
 
     # -------------------------------------------------------------- ours
     @app.get("/v1/loras", summary="LoRA adapters: on disk, loaded, default and scales")
