@@ -241,7 +241,7 @@ class Pipeline:
             audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
             models={"dit": self.dit_name, "lm": self.lm_name or "", "lora": lora_name or "",
-                    "lora_scale": lora_scale},
+                    "lora_scale": lora_scale if lora_name else None},
         )
 
     def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
