@@ -153,3 +153,19 @@ def test_diffusers_format_adapter_gives_the_same_result(pipeline, tmp_path):
     latents = _latents(pipeline, _request("lora_xl_turbo_scale1", lora="as-diffusers"))
     assert relative_error(latents, scale1["pred_latents"]) < 1e-4
     pipeline.loras.unload("as-diffusers")
+
+
+def test_tiny_checkpoints_carry_a_usable_lora(tmp_path):
+    """make-tiny-checkpoints writes a LoRA for the tiny XL turbo DiT that a job can use."""
+    from engine.commands.tiny import TINY_LORA, make_tiny_checkpoints
+    from engine.lora import list_adapters
+    from engine.pipeline import Pipeline
+
+    make_tiny_checkpoints(tmp_path, seed=0, dits=["acestep-v15-xl-turbo"], log=lambda message: None)
+    assert list_adapters(tmp_path) == [TINY_LORA]
+    pipeline = Pipeline.from_checkpoints(tmp_path, dit="acestep-v15-xl-turbo", device="cpu")
+    request = GenerationRequest(caption="x", duration=5.0, seed=1, inference_steps=2)
+    plain = pipeline.generate(request, dump=True).dump["pred_latents"]
+    request.lora = TINY_LORA
+    out = pipeline.generate(request, dump=True)
+    assert out.models["lora"] == TINY_LORA and relative_error(out.dump["pred_latents"], plain) > 1e-3

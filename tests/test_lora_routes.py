@@ -54,6 +54,7 @@ def test_lora_job_then_status_reports_it(client):
     assert status["use_lora"] is False and status["active_adapter"] is None  # a job's own adapter is not the default
     health = client.get("/health").json()
     assert health["lora"]["last_used"]["adapter"] == NAME
+    assert health["vram"]["offload"] is False and health["vram"]["reason"].startswith("cpu")
 
 
 def test_upstream_load_scale_toggle_unload(client):

@@ -8,6 +8,7 @@ weights (a few MB each), so the whole pipeline can be exercised in seconds on a 
                                                                   silence_latent.pt
     DIR/acestep-v15-xl-{turbo,sft,base}/   XL DiT: 4 shards model-0000N-of-00004.safetensors +
                                            model.safetensors.index.json, like the published XL repos
+    DIR/loras/tiny-xl-turbo-lora/   a PEFT LoRA for the tiny XL turbo DiT (upstream's trainer format)
     DIR/vae/                    diffusers AutoencoderOobleck (real hop 1920, 64 latent channels)
     DIR/Qwen3-Embedding-0.6B/   transformers Qwen3Model + byte-level BPE tokenizer
     DIR/acestep-5Hz-lm-*/       with --with-lm, written by engine.lm.tiny.make_tiny_lm
@@ -85,6 +86,7 @@ TINY_XL_CHANGES = {
     "encoder_num_key_value_heads": 2,
 }
 XL_SHARDS = 4
+TINY_LORA, TINY_LORA_DIT = "tiny-xl-turbo-lora", "acestep-v15-xl-turbo"  # loras/<name>/ for that DiT
 
 # The parity VAE: real hop (2*4*4*6*10 = 1920 samples per latent frame), narrow decoder.
 # encoder_hidden_size stays 128 because diffusers ties it to the 2 x 64 mean/scale output.
@@ -266,6 +268,34 @@ def make_silence_latent(seed: int):
     return torch.randn((1, 64, SILENCE_LATENT_FRAMES), generator=generator, dtype=torch.float32)
 
 
+def write_tiny_lora(folder: Path, dit_name: str, seed: int, rank: int = 4, alpha: int = 8) -> Path:
+    """A random PEFT LoRA for a tiny DiT in upstream's trainer format (adapter_config.json +
+    adapter_model.safetensors on q/k/v/o of self- and cross-attention), to try the LoRA flow."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = dit_config(dit_name)
+    width, heads, kv_heads, head_dim = (config["hidden_size"], config["num_attention_heads"],
+                                        config["num_key_value_heads"], config["head_dim"])
+    sizes = {"q_proj": (width, heads * head_dim), "k_proj": (width, kv_heads * head_dim),
+             "v_proj": (width, kv_heads * head_dim), "o_proj": (heads * head_dim, width)}
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(config["num_hidden_layers"]):
+        for attention in ("self_attn", "cross_attn"):
+            for proj, (fan_in, fan_out) in sizes.items():
+                key = f"base_model.model.layers.{layer}.{attention}.{proj}"
+                tensors[f"{key}.lora_A.weight"] = torch.randn((rank, fan_in), generator=generator) / fan_in ** 0.5
+                tensors[f"{key}.lora_B.weight"] = 0.06 * torch.randn((fan_out, rank), generator=generator)
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter_config = {"peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "r": rank, "lora_alpha": alpha,
+                      "lora_dropout": 0.0, "bias": "none", "use_rslora": False, "use_dora": False,
+                      "target_modules": sorted(sizes), "base_model_name_or_path": dit_name, "inference_mode": True}
+    (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
 # --------------------------------------------------------------------------------------------
 # VAE
 
@@ -386,6 +416,9 @@ def make_tiny_checkpoints(root, seed: int = 0, with_lm: bool = False, dits: Iter
         if name in dits:
             written.append(write_dit(root / name, name, seed * 1000 + 10 + index, silence))
             log(f"wrote {root / name} (DiT, is_turbo={dit_config(name)['is_turbo']})")
+    if TINY_LORA_DIT in dits:
+        written.append(write_tiny_lora(root / "loras" / TINY_LORA, TINY_LORA_DIT, seed * 1000 + 3))
+        log(f"wrote {root / 'loras' / TINY_LORA} (LoRA for {TINY_LORA_DIT}, PEFT format)")
     written.append(write_vae(root / VAE_DIR, seed * 1000 + 1))
     log(f"wrote {root / VAE_DIR} (AutoencoderOobleck, hop 1920, 64 latent channels)")
     written.append(write_text_encoder(root / TEXT_ENCODER_DIR, seed * 1000 + 2))
