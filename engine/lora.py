@@ -269,6 +269,7 @@ class LoraSet:
         self.last_used: dict | None = None
         self._decoder_ref = None
         self._injected: set[str] = set()
+        self._rebuild = False
 
     # ------------------------------------------------------------------ bookkeeping
     def available(self) -> list[str]:
@@ -304,7 +305,8 @@ class LoraSet:
         with self._lock:
             self._adapters[name] = adapter
             self._scales.setdefault(name, 1.0)
-            self._injected.discard(name)  # re-inject the fresh weights on next use
+            if name in self._injected:  # fresh weights: rebuild the DiT's LoRA layers on next use
+                self._rebuild = True
         return adapter
 
     def _ensure(self, name: str) -> LoraAdapter:
@@ -391,9 +393,10 @@ class LoraSet:
             if self._decoder_ref is None or self._decoder_ref() is not decoder:
                 self._decoder_ref = weakref.ref(decoder)  # a new DiT: nothing injected yet
                 self._injected = set()
-            stale = self._injected - set(self._adapters)
+            rebuild = self._rebuild or bool(self._injected - set(self._adapters))
+            self._rebuild = False
             adapter = self._adapters.get(name) if name else None
-        if stale:
+        if rebuild:
             _strip_all(decoder)
             self._injected = set()
         if adapter is not None and name not in self._injected:

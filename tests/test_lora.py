@@ -169,3 +169,17 @@ def test_tiny_checkpoints_carry_a_usable_lora(tmp_path):
     request.lora = TINY_LORA
     out = pipeline.generate(request, dump=True)
     assert out.models["lora"] == TINY_LORA and relative_error(out.dump["pred_latents"], plain) > 1e-3
+
+
+def test_reloading_an_adapter_uses_its_new_weights(pipeline, tmp_path):
+    folder = _copy_adapter(tmp_path, "mine", 1.0)
+    _, scale1, _ = load_xl_case("lora_xl_turbo_scale1")
+    pipeline.loras.load(str(folder))
+    assert relative_error(_latents(pipeline, _request("lora_xl_turbo_scale1", lora="mine")),
+                          scale1["pred_latents"]) < 1e-4
+    _copy_adapter(tmp_path / "again", "mine", 0.5)  # B halved: scale 1 now gives the scale-0.5 case
+    pipeline.loras.load(str(tmp_path / "again" / "mine"))
+    _, scale05, _ = load_xl_case("lora_xl_turbo_scale05")
+    assert relative_error(_latents(pipeline, _request("lora_xl_turbo_scale1", lora="mine")),
+                          scale05["pred_latents"]) < 1e-4
+    pipeline.loras.unload("mine")
