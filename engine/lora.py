@@ -279,7 +279,7 @@ class LoraSet:
         with self._lock:
             return list(self._adapters)
 
-    def _locate(self, name_or_path: str) -> Path:
+    def _locate(self, name_or_path: str, allow_path: bool = True) -> Path:
         text = str(name_or_path).strip()
         if not text:
             raise LoraError("lora: give an adapter folder name (under checkpoints/loras/) or a path")
@@ -287,17 +287,17 @@ class LoraSet:
         if "/" not in text and "\\" not in text and not text.startswith(".") and by_name.is_dir():
             return by_name
         path = Path(text).expanduser()
-        if path.is_dir():
+        if allow_path and path.is_dir():
             return path
         known = ", ".join(self.available()) or "none"
         raise LoraError(f"lora: no adapter '{text}' (adapters in {self.folder}: {known})")
 
-    def load(self, name_or_path: str, adapter_name: str | None = None, decoder=None) -> LoraAdapter:
-        """Read an adapter into memory (a folder name under checkpoints/loras or a path).
-
-        With `decoder`, also check that it fits that DiT. Reading again replaces the cached copy.
-        """
-        folder = self._locate(name_or_path)
+    def load(self, name_or_path: str, adapter_name: str | None = None, decoder=None,
+             allow_path: bool = True) -> LoraAdapter:
+        """Read an adapter into memory (a folder name under checkpoints/loras, or a path when
+        `allow_path`). With `decoder`, also check that it fits that DiT. Reading again replaces
+        the cached copy."""
+        folder = self._locate(name_or_path, allow_path)
         name = (adapter_name or "").strip() or folder.name
         adapter = read_adapter(folder, name)
         if decoder is not None:
@@ -313,7 +313,7 @@ class LoraSet:
         with self._lock:
             if name in self._adapters:
                 return self._adapters[name]
-        return self.load(name)
+        return self.load(name, allow_path=False)  # a request names folders under checkpoints/loras only
 
     def unload(self, name: str | None = None) -> list[str]:
         """Forget one adapter (or all); the DiT is restored on the next job. Returns the names removed."""
@@ -393,15 +393,18 @@ class LoraSet:
             if self._decoder_ref is None or self._decoder_ref() is not decoder:
                 self._decoder_ref = weakref.ref(decoder)  # a new DiT: nothing injected yet
                 self._injected = set()
+                self._rebuild = False
             rebuild = self._rebuild or bool(self._injected - set(self._adapters))
             self._rebuild = False
             adapter = self._adapters.get(name) if name else None
         if rebuild:
             _strip_all(decoder)
-            self._injected = set()
+            with self._lock:
+                self._injected = set()
         if adapter is not None and name not in self._injected:
             _inject(adapter, decoder)
-            self._injected.add(name)
+            with self._lock:
+                self._injected.add(name)
         for _, layer in _lora_layers(decoder):
             if name is None:
                 layer.enable_adapters(False)

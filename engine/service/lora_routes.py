@@ -153,7 +153,7 @@ def add_lora_routes(app: FastAPI, service: EngineService) -> None:
                 loras.set_default(None)
             else:
                 if body.name not in loras.loaded():
-                    loras.load(body.name, decoder=_decoder(service))
+                    loras.load(body.name, decoder=_decoder(service), allow_path=False)
                 loras.set_default(body.name, body.scale)
             if body.enabled is not None:
                 loras.set_enabled(body.enabled)
