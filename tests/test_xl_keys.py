@@ -101,6 +101,8 @@ def test_2b_configs_stay_2b():
     config = AceStepConfig.from_json_file(XL_DATA.parent / "parity" / "checkpoints" / "acestep-v15-turbo" /
                                           "config.json")
     assert not config.is_xl
+    assert not AceStepConfig.from_dict({"encoder_hidden_size": 2048}).is_xl  # same width as the DiT: 2B
+    assert AceStepConfig.from_dict({"encoder_hidden_size": 2048, "hidden_size": 2560}).is_xl
 
 
 def test_tiny_xl_checkpoints_use_the_published_sharded_layout(tmp_path):

@@ -62,14 +62,15 @@ class AceStepConfig:
     model_version: str = ""
     is_lego_sft: bool = False
     auto_map: dict | None = None
-    # XL (4B) behaviour: CLS timbre token, FSQ in float32. None = detect from the config
-    # (the XL configs name `modeling_acestep_v15_xl_*` and carry `encoder_hidden_size`).
+    # XL (4B) behaviour: CLS timbre token, FSQ in float32. None = detect from the config (XL
+    # configs name `modeling_acestep_v15_xl_*` and give the encoder its own, narrower width);
+    # `from_folder` also sets it for `acestep-v15-xl-*` folders, upstream's own rule.
     is_xl: bool | None = None
 
     def __post_init__(self):
         if self.is_xl is None:
             model_file = str((self.auto_map or {}).get("AutoModel", ""))
-            self.is_xl = "_xl_" in model_file or self.encoder_hidden_size is not None
+            self.is_xl = "_xl_" in model_file or self.encoder_hidden_size not in (None, self.hidden_size)
         if self.layer_types is None:
             self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
                                 for i in range(self.num_hidden_layers)]
@@ -528,7 +529,10 @@ class AceStepConditionGenerationModel(nn.Module):
 
         folder = validate_folder(path, "dit")
         try:
-            config = AceStepConfig.from_json_file(folder / "config.json")
+            data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if folder.name.startswith("acestep-v15-xl-"):
+                data.setdefault("is_xl", True)
+            config = AceStepConfig.from_dict(data)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{folder / 'config.json'}: not a valid ACE-Step config ({exc})") from None
         with torch.device("meta"):
