@@ -61,11 +61,6 @@ class LoraAdapter:
     def alpha(self) -> float:
         return float(self.config.get("lora_alpha", self.rank))
 
-    def describe(self) -> dict:
-        return {"name": self.name, "path": str(self.folder), "r": self.rank, "lora_alpha": self.alpha,
-                "target_modules": self.config.get("target_modules"), "modules": len(self.weights),
-                "base_model": self.config.get("base_model_name_or_path")}
-
 
 def list_adapters(root: str | os.PathLike) -> list[str]:
     """Names of the adapter folders under `<checkpoints root>/loras` (PEFT or diffusers files inside)."""
@@ -397,6 +392,11 @@ class LoraSet:
             rebuild = self._rebuild or bool(self._injected - set(self._adapters))
             self._rebuild = False
             adapter = self._adapters.get(name) if name else None
+        if not rebuild and adapter is None and not self._injected:
+            decoder.lora_active = None  # plain DiT, nothing to switch off (and no `peft` import)
+            with self._lock:
+                self.last_used = None
+            return None, scale
         if rebuild:
             _strip_all(decoder)
             with self._lock:
