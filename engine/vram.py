@@ -1,6 +1,6 @@
 """GPU memory budget: keep only the DiT resident when everything does not fit.
 
-The XL DiT alone is about 9 GB in bf16 (the 2B one 4.8 GB); next to it the engine holds the
+The XL DiT alone is about 10 GB in bf16 (the 2B one 4.8 GB); next to it the engine holds the
 text encoder (1.2 GB), the VAE (0.3 GB) and optionally a 5 Hz LM (1.2-8 GB). When `--low-vram`
 is given, or the GPU's memory is smaller than all of that plus a working margin, the text
 encoder, the VAE and the LM stay in CPU memory and move to the GPU only for the stage that
