@@ -46,7 +46,10 @@ class EngineClient:
         self.base_url = base_url.rstrip("/")
         self.token = token or None
         self.timeout = timeout
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        # The engine refuses form/multipart POSTs without this header (a web page cannot add it unasked).
+        headers = {"X-ACE-Companion": "1"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     # ----------------------------------------------------------- plumbing

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.service_support import StandInPipeline, wait_for
+from tests.service_support import StandInPipeline, api_client, wait_for
 from tests.test_parity_xl import XL_CASES, XL_CHECKPOINTS
 
 NAME = "tiny-xl-turbo-lora"
@@ -22,7 +21,7 @@ def client(tmp_path_factory):
 
     pipeline = Pipeline.from_checkpoints(XL_CHECKPOINTS, dit="acestep-v15-xl-turbo", device="cpu")
     service = EngineService(pipeline, results_dir=tmp_path_factory.mktemp("results"), log=lambda line: None)
-    with TestClient(create_app(service)) as c:
+    with api_client(create_app(service)) as c:
         service.start()
         yield c
         service.stop()
@@ -102,9 +101,9 @@ def test_our_lora_api(client):
 
 
 def test_engine_without_lora_support(tmp_path):
-    """The VST's poll still gets an idle answer; changes are refused with 503."""
+    """A pipeline without adapters (a stand-in) still answers the VST's poll and refuses loads as upstream."""
     service = EngineService(StandInPipeline(), results_dir=tmp_path, log=lambda line: None)
-    with TestClient(create_app(service)) as c:
+    with api_client(create_app(service)) as c:
         assert c.get("/v1/lora/status").json()["data"]["lora_loaded"] is False
         response = c.post("/v1/lora/load", json={"lora_path": NAME})
-    assert response.status_code == 503 and "LoRA" in response.json()["detail"]
+    assert response.status_code == 400 and NAME in response.json()["error"]

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from engine.request import RequestError
 from engine.service import upstream
 from engine.service.app import create_app
+from tests.service_support import CLIENT_HEADERS
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
 from tests.service_support import StandInPipeline, wait_for, write_tone
@@ -20,7 +21,7 @@ from tests.service_support import StandInPipeline, wait_for, write_tone
 def client(tmp_path):
     service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lambda line: None)
     service.start()
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         yield c
     service.stop()
 

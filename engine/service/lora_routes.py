@@ -60,20 +60,18 @@ class DefaultBody(BaseModel):
 
 
 def _loras(service: EngineService) -> LoraSet:
+    """The pipeline's adapters; a pipeline without them (a stand-in) gets bookkeeping only."""
     loras = getattr(service.pipeline, "loras", None)
     if loras is None:
-        raise HTTPProblem(503, "this engine has no LoRA support loaded")
+        loras = getattr(service, "_lora_bookkeeping", None)
+        if loras is None:
+            loras = service._lora_bookkeeping = LoraSet(service.info().get("checkpoints") or ".")
     return loras
 
 
 def _decoder(service: EngineService):
     dit = getattr(service.pipeline, "dit", None)
     return getattr(dit, "decoder", None)
-
-
-# What an engine without LoRA support answers the VST's 7-second poll.
-IDLE = {"lora_loaded": False, "use_lora": False, "lora_scale": 1.0, "adapter_type": None, "scales": {},
-        "active_adapter": None, "adapters": [], "synthetic_default_mode": False, "last_used": None}
 
 
 def upstream_status(loras: LoraSet) -> dict:
@@ -137,8 +135,7 @@ def add_lora_routes(app: FastAPI, service: EngineService) -> None:
 
     @app.get("/v1/lora/status", summary="Upstream ACE-Step 1.5: LoRA state", tags=["upstream"])
     def upstream_status_route() -> dict:
-        loras = getattr(service.pipeline, "loras", None)
-        return wrap(upstream_status(loras) if loras is not None else dict(IDLE))
+        return wrap(upstream_status(_loras(service)))
 
     # -------------------------------------------------------------- ours
     @app.get("/v1/loras", summary="LoRA adapters: on disk, loaded, default and scales")

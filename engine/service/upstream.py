@@ -40,7 +40,7 @@ from engine.service.core import (
     EngineService,
     UnknownJob,
 )
-from engine.service.http_common import HTTPProblem, check_content_length, save_upload
+from engine.service.http_common import HTTPProblem, check_content_length, loads_json, save_upload
 from engine.types import EngineError
 
 # upstream name or alias -> our GenerationRequest field
@@ -108,7 +108,7 @@ def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
         ids = params.get("task_id_list", params.get("taskIdList"))
         if isinstance(ids, str):
             try:
-                ids = json.loads(ids)
+                ids = loads_json(ids)
             except json.JSONDecodeError:
                 ids = [part.strip() for part in ids.split(",") if part.strip()]
         if isinstance(ids, str):
@@ -279,7 +279,7 @@ async def _read_params(request: Request) -> tuple[dict[str, Any], dict[str, Star
     if not raw.strip():
         return {}, uploads
     try:
-        params = json.loads(raw)
+        params = loads_json(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPProblem(400, f"malformed JSON body ({exc})") from None
     if not isinstance(params, dict):
@@ -304,7 +304,7 @@ def upstream_to_request(params: dict[str, Any]) -> dict[str, Any]:
         value = flat.get(nested)
         if isinstance(value, str) and value.strip().startswith("{"):
             try:
-                value = json.loads(value)
+                value = loads_json(value)
             except json.JSONDecodeError:
                 raise RequestError(nested, "malformed JSON object") from None
         if isinstance(value, dict):
@@ -378,9 +378,14 @@ def _coerce(field_name: str, value: Any) -> Any:
             if text.lower() in ("false", "0", "no", "off"):
                 return False
             raise RequestError(field_name, f"expected true or false, got {value!r}")
+        if kind.startswith(("int", "float")):  # upstream takes numbers as text (forms); our schema does not
+            try:
+                return int(text) if kind.startswith("int") and text.lstrip("+-").isdigit() else float(text)
+            except (ValueError, OverflowError):
+                raise RequestError(field_name, f"expected a number, got {value[:40]!r}") from None
         if kind.startswith("list") and text.startswith("["):
             try:
-                return json.loads(text)
+                return loads_json(text)
             except json.JSONDecodeError:
                 raise RequestError(field_name, "malformed JSON list") from None
     if field_name == "lm_top_k" and value is None:
