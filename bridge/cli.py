@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--midi-virtual", action="store_true",
                    help="create a virtual MIDI input named --midi-in or 'ACE Companion' (macOS/Linux)")
     g.add_argument("--midi-map", action="append", default=[], metavar="MAPPING",
-                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems (repeatable)")
+                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems, note:64=jam "
+                        "(start/stop), note:65=sketch (repeatable)")
     g.add_argument("--list-midi", action="store_true", help="list MIDI inputs and exit")
     g = parser.add_argument_group("clips and requests")
     g.add_argument("--output", default=default_output_dir(),
@@ -121,8 +122,15 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
     return config
 
 
+def quiet_http_logs(level: str) -> None:
+    """httpx logs every request (engine calls, the once-a-second BEATPOS poll) at INFO: only at debug."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="bridge: %(levelname)s %(message)s")
+    quiet_http_logs(args.log_level)
     if args.list_midi:
         from bridge.midi import MidiUnavailable, list_inputs
         try:

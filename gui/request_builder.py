@@ -13,6 +13,8 @@ from engine.request import (TIME_SIGNATURES, GenerationRequest, RequestError, is
                             normalize_timesignature)
 
 CONTINUE_DEFAULT_S = 10.0
+# A new take without a duration and without a DAW selection: shown in the form, never a silent 120 s.
+DEFAULT_DURATION_S = 30.0
 
 # LM constraint field -> request field it stands for
 LM_FIELDS = {
@@ -47,7 +49,7 @@ class PromptValues:
     caption: str = ""
     lyrics: str = "[Instrumental]"
     vocal_language: str = "unknown"
-    duration: float = 0.0          # 0 = from the selection, else the engine's default
+    duration: float = 0.0          # 0 = from the selection, else DEFAULT_DURATION_S
     dit: str | None = None
     inference_steps: int = 0       # 0 = the model's default (8 turbo, 50 base/sft)
     shift: float = 3.0
@@ -101,7 +103,7 @@ def _metas(values: PromptValues, host: HostValues, action: str) -> tuple[dict[st
     """Request fields for the metas and the LM constraints, after the known/free/candidates modes."""
     duration = values.duration if values.duration > 0 else None
     if duration is None and action == "generate":
-        duration = host.selection_length()
+        duration = host.selection_length() or DEFAULT_DURATION_S
     fields: dict[str, Any] = {
         "bpm": int(round(host.bpm)) if host.bpm else None,
         "keyscale": host.keyscale or "",

@@ -294,6 +294,9 @@ class SimulatedReaper:
         self.state["change_count"] = self.change_count
         return f"ok=1\npath={cmd['path']}\n"
 
+    def _insert_named(self, cmd) -> str:  # the script's jam insert: on the track called track_name
+        return self._insert(cmd)
+
     def close(self) -> None:
         self._stop.set()
         self.thread.join(2)

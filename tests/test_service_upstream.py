@@ -116,7 +116,7 @@ def test_full_queue_is_refused_and_cancelled_jobs_say_so(tmp_path, monkeypatch):
     service.start()
     monkeypatch.setattr(upstream, "QUEUE_MAXSIZE", 1)
     try:
-        with TestClient(create_app(service)) as client:
+        with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
             first = client.post("/release_task", json={"prompt": "a"}).json()["data"]["task_id"]
             wait_for(lambda: service.job_json(first)["state"] == "running")
             waiting = client.post("/release_task", json={"prompt": "b"}).json()["data"]["task_id"]

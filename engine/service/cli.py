@@ -99,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)
         return 1
     info = pipeline.info()
+    from engine.checkpoints import TINY_WARNING, tiny_in_use
+    tiny = tiny_in_use(root, info.get("dit"), info.get("lm"))
     print(f"engine: ready on {info.get('device')} ({info.get('dtype')}), DiT {info.get('dit')}, "
-          f"LM {info.get('lm') or 'none'}", file=sys.stderr, flush=True)
+          f"LM {info.get('lm') or 'none'}" + (f"; {TINY_WARNING} (`ace-companion download` fetches the real "
+                                              f"ones)" if tiny else ""), file=sys.stderr, flush=True)
     if pipeline.vram.offload:
         print(f"engine: low-VRAM mode ({pipeline.vram.reason}): text encoder, VAE and LM wait in CPU memory "
               f"between stages", file=sys.stderr, flush=True)

@@ -636,7 +636,9 @@ class EngineService:
             return None, (f"'{value[:200]}' is not an absolute path; the engine does not expand '~' or read "
                           f"relative paths (upload the audio with POST /v1/files)")
         real = Path(os.path.realpath(value))
-        if self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots):
+        records = (self.store.jobs_dir, self.store.uploads_dir)  # never by path, even under an allowed root
+        if not any(_inside(real, folder) for folder in records) and (
+                self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots)):
             if real.is_file():
                 return real, None
             return None, f"file not found on the engine machine: {value[:200]}"
