@@ -107,3 +107,25 @@ def test_engine_without_lora_support(tmp_path):
         assert c.get("/v1/lora/status").json()["data"]["lora_loaded"] is False
         response = c.post("/v1/lora/load", json={"lora_path": NAME})
     assert response.status_code == 400 and NAME in response.json()["error"]
+
+
+def test_upstream_load_by_path_is_confined(client, tmp_path):
+    """A path must lie in checkpoints/loras or an --allow-path folder; the answer never says more."""
+    import shutil
+    from pathlib import Path
+
+    inside = (XL_CHECKPOINTS / "loras" / NAME).resolve()
+    assert client.post("/v1/lora/load", json={"lora_path": str(inside)}).json()["code"] == 200
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(inside, outside)
+    for value in (str(outside), "../loras/" + NAME, str(tmp_path / "missing")):
+        refused = client.post("/v1/lora/load", json={"lora_path": value})
+        assert refused.status_code == 400 and "--allow-path" in refused.json()["error"]
+    service = client.app.state.service
+    service.allowed_roots = [Path(str(tmp_path)).resolve()]
+    try:
+        loaded = client.post("/v1/lora/load", json={"lora_path": str(outside), "adapter_name": "mine"}).json()
+        assert loaded["data"]["adapter_name"] == "mine" and _status(client)["active_adapter"] == "mine"
+    finally:
+        service.allowed_roots = []
+        client.post("/v1/lora/unload")

@@ -3,7 +3,8 @@
 Upstream's routes, so that its clients (the acestep.vst3 LoRA panel, which polls
 `GET /v1/lora/status` every 7 s) work unchanged:
 
-- `POST /v1/lora/load`    `{"lora_path": "<folder name or path>", "adapter_name"?: str}`
+- `POST /v1/lora/load`    `{"lora_path": "<folder name or path>", "adapter_name"?: str}` (a path must lie
+                          in checkpoints/loras or an `--allow-path` folder)
 - `POST /v1/lora/unload`  removes every adapter, back to the plain DiT
 - `POST /v1/lora/toggle`  `{"use_lora": bool}`
 - `POST /v1/lora/scale`   `{"scale": 0..1, "adapter_name"?: str}`
@@ -25,6 +26,9 @@ The "default" adapter is what jobs without a `lora` field use; a job's own `lora
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,6 +73,21 @@ def _loras(service: EngineService) -> LoraSet:
     return loras
 
 
+def _adapter_source(service: EngineService, loras: LoraSet, value: str) -> tuple[str, bool]:
+    """(what to load, whether it is a path) for an HTTP `lora_path`: a folder name under
+    checkpoints/loras, or an absolute path inside checkpoints/loras or an --allow-path folder.
+    Anything else is refused without saying whether it exists (as for audio inputs)."""
+    text = value.strip()
+    if text and "/" not in text and "\\" not in text and not text.startswith("."):
+        return text, False
+    real = Path(os.path.realpath(text)) if os.path.isabs(text) and "\0" not in text else None
+    roots = [Path(os.path.realpath(loras.folder))] + list(getattr(service, "allowed_roots", []))
+    if real is None or not any(real == root or root in real.parents for root in roots):
+        raise LoraError(f"lora: '{text[:200]}' is not an adapter name in checkpoints/loras/ nor an absolute path "
+                        f"inside it or an --allow-path folder")
+    return str(real), True
+
+
 def _decoder(service: EngineService):
     dit = getattr(service.pipeline, "dit", None)
     return getattr(dit, "decoder", None)
@@ -97,7 +116,8 @@ def add_lora_routes(app: FastAPI, service: EngineService) -> None:
     def upstream_load(body: UpstreamLoad):
         loras = _loras(service)
         try:
-            adapter = loras.load(body.lora_path, body.adapter_name, decoder=_decoder(service))
+            source, is_path = _adapter_source(service, loras, body.lora_path)
+            adapter = loras.load(source, body.adapter_name, decoder=_decoder(service), allow_path=is_path)
             loras.set_default(adapter.name, 1.0)
         except LoraError as exc:
             return refusal(400, str(exc), "lora_path")
