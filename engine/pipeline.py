@@ -20,11 +20,13 @@ from engine import checkpoints
 from engine.models.acestep import AceStepConditionGenerationModel
 from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
                                         pad_or_truncate)
+from engine.lora import LoraSet
 from engine.models.vae import SAMPLE_RATE, VAE
 from engine.request import GenerationRequest
 from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
 from engine.tasks import Conditioning, build_conditioning
 from engine.types import CheckpointError, EngineError, GenerationOutput, ProgressEvent
+from engine.vram import Offloaded, VramPlan, module_bytes, plan_vram
 
 DEFAULT_DIT = "acestep-v15-turbo"
 DEFAULT_TURBO_STEPS = 8
@@ -89,13 +91,16 @@ class Pipeline:
         self.dtype = dtype
         self.lm = None
         self.lm_name: str | None = None
+        self.loras = LoraSet(root)  # adapters under root/loras, applied per job
+        self.low_vram: bool | None = None  # True/False forces offloading on/off; None = by GPU size
+        self.vram = VramPlan(False, "not planned yet")
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoints(cls, root, dit: str = DEFAULT_DIT, lm: str | None = None, device=None,
-                         dtype=None) -> "Pipeline":
+                         dtype=None, low_vram: bool | None = None) -> "Pipeline":
         root = checkpoints.resolve_root(root)
         if not root.is_dir():
             raise CheckpointError(f"{root}: checkpoints folder not found; run `ace-companion download` "
@@ -105,9 +110,29 @@ class Pipeline:
         vae = VAE.from_folder(root / checkpoints.VAE_DIR, device, dtype)
         model = AceStepConditionGenerationModel.from_folder(root / dit, device, dtype)
         pipeline = cls(root, model, dit, text_encoder, vae, device, dtype)
+        pipeline.low_vram = low_vram
+        pipeline.plan_vram()
         if lm is not None:
             pipeline.load_lm(lm)
         return pipeline
+
+    def plan_vram(self) -> VramPlan:
+        """Keep the text encoder, VAE and LM on the CPU between their stages when the GPU is too
+        small for everything (or `low_vram`); see engine/vram.py."""
+        parts = [self.text_encoder, self.vae, self.lm]
+        owners = [part.wrapped if isinstance(part, Offloaded) else part for part in parts]
+        modules = [getattr(self.text_encoder, "model", None), getattr(self.vae, "model", None),
+                   getattr(getattr(self.lm, "lm", None), "model", None)]
+        self.vram = plan_vram(self.device, self.low_vram,
+                              module_bytes(self.dit) + sum(module_bytes(m) for m in modules))
+        wrapped = [Offloaded(owner, module, self.device) if self.vram.offload and owner is not None else owner
+                   for owner, module in zip(owners, modules)]
+        if not self.vram.offload:
+            for owner, module in zip(owners, modules):
+                if module is not None:
+                    module.to(self.device)
+        self.text_encoder, self.vae, self.lm = wrapped
+        return self.vram
 
     def load_dit(self, name: str) -> None:
         """Switch the DiT to checkpoint folder `name` (text encoder and VAE stay loaded)."""
@@ -115,15 +140,27 @@ class Pipeline:
             return
         if "/" in name or "\\" in name or name.startswith("."):
             raise EngineError(f"dit: '{name}' must be a checkpoint folder name such as {DEFAULT_DIT}")
-        model = AceStepConditionGenerationModel.from_folder(self.root / name, self.device, self.dtype)
+        checkpoints.validate_folder(self.root / name, "dit")
+        old = self.dit
+        if self.device.type == "cuda":  # park the old DiT in CPU memory so two never share the GPU
+            old.to("cpu")
+            torch.cuda.empty_cache()
+        try:
+            model = AceStepConditionGenerationModel.from_folder(self.root / name, self.device, self.dtype)
+        except BaseException:
+            old.to(self.device)
+            raise
+        del old
         self.dit, self.dit_name = model, name
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        self.plan_vram()
 
     def load_lm(self, name: str | None) -> None:
         """Load the 5 Hz LM planner ("0.6B"/"1.7B"/"4B"/folder name) or unload it (None)."""
         if name is None:
             self.lm, self.lm_name = None, None
+            self.plan_vram()
             return
         from engine.lm.planner import Planner
 
@@ -132,10 +169,15 @@ class Pipeline:
             return
         self.lm = Planner(self.root / folder, device=str(self.device), dtype=self.dtype)
         self.lm_name = folder
+        self.plan_vram()
 
     def info(self) -> dict:
+        lora = self.loras.status()
         return {"dit": self.dit_name, "lm": self.lm_name, "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", ""), "checkpoints": str(self.root)}
+                "dtype": str(self.dtype).replace("torch.", ""), "checkpoints": str(self.root),
+                "lora": {"default": lora["default"], "enabled": lora["enabled"], "scale": lora["scale"],
+                         "loaded": lora["loaded"], "last_used": lora["last_used"]},
+                "vram": self.vram.to_dict()}
 
     @property
     def silence_latent(self) -> torch.Tensor:
@@ -178,6 +220,7 @@ class Pipeline:
             started = time.perf_counter()
             self.load_dit(request.dit)
             timings["load"] = time.perf_counter() - started
+        lora_name, lora_scale = self.loras.activate(self.dit.decoder, request.lora, request.lora_scale)
         lm_plan = None
         # Upstream plans whenever an LM is loaded and thinking or a use_cot_* flag asks for it
         # (never for cover / repaint / extract).
@@ -197,7 +240,8 @@ class Pipeline:
         return GenerationOutput(
             audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
-            models={"dit": self.dit_name, "lm": self.lm_name or ""},
+            models={"dit": self.dit_name, "lm": self.lm_name or "", "lora": lora_name or "",
+                    "lora_scale": lora_scale if lora_name else None},
         )
 
     def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,

@@ -85,6 +85,10 @@ class GenerationRequest:
     dcw_scaler: float = 0.05
     dcw_high_scaler: float = 0.02
     dcw_wavelet: str = "haar"
+    # LoRA adapter on the DiT: a folder under checkpoints/loras/ ("" = none; None = the engine's
+    # current adapter, set with /v1/lora/load), and its strength 0-1 (None = that adapter's scale)
+    lora: str | None = None
+    lora_scale: float | None = None
     # Seeds and variants
     seed: int | None = None  # None or -1 = random
     seeds: list[int] | None = None  # one per batch item; overrides seed
@@ -248,6 +252,13 @@ class GenerationRequest:
 
         if self.dit is not None:
             _check_type("dit", self.dit, str)
+        if self.lora is not None:
+            _check_type("lora", self.lora, str)
+            self.lora = self.lora.strip()
+            if "/" in self.lora or "\\" in self.lora or self.lora.startswith("."):
+                raise RequestError("lora", f"'{self.lora}' must be an adapter folder name under checkpoints/loras/")
+        if self.lora_scale is not None:
+            self.lora_scale = _in_range("lora_scale", self.lora_scale, 0.0, 1.0)
         if self.inference_steps is not None:
             self.inference_steps = _as_int("inference_steps", self.inference_steps)
             if not 1 <= self.inference_steps <= 200:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.fsq import FSQQuantizer
+from engine.models.fsq import FSQQuantizer, quantize
 
 
 # ----------------------------------------------------------------------------- config
@@ -61,8 +61,16 @@ class AceStepConfig:
     is_turbo: bool = False
     model_version: str = ""
     is_lego_sft: bool = False
+    auto_map: dict | None = None
+    # XL (4B) behaviour: CLS timbre token, FSQ in float32. None = detect from the config (XL
+    # configs name `modeling_acestep_v15_xl_*` and give the encoder its own, narrower width);
+    # `from_folder` also sets it for `acestep-v15-xl-*` folders, upstream's own rule.
+    is_xl: bool | None = None
 
     def __post_init__(self):
+        if self.is_xl is None:
+            model_file = str((self.auto_map or {}).get("AutoModel", ""))
+            self.is_xl = "_xl_" in model_file or self.encoder_hidden_size not in (None, self.hidden_size)
         if self.layer_types is None:
             self.layer_types = ["sliding_attention" if i % 2 == 0 else "full_attention"
                                 for i in range(self.num_hidden_layers)]
@@ -269,19 +277,24 @@ class LyricEncoder(EncoderStack):
 
 
 class TimbreEncoder(EncoderStack):
-    """Encodes packed reference latents [N, 750, 64]; the timbre token is the output at frame 0.
+    """Encodes packed reference latents [N, 750, 64]; the timbre token is the output at position 0.
 
-    `special_token` is in the checkpoint but unused by the 2B models (upstream commented out
-    the CLS prepend).
+    XL prepends `special_token` (a CLS token, 751 positions) and takes its output. The 2B models
+    keep the token in the checkpoint but do not use it (upstream commented out the prepend), so
+    there position 0 is the first reference frame.
     """
 
     def __init__(self, config: AceStepConfig):
         super().__init__(config, config.timbre_hidden_dim, config.num_timbre_encoder_hidden_layers)
         self.special_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.use_cls_token = bool(config.is_xl)
 
     def forward(self, packed: torch.Tensor, order_mask: torch.Tensor, batch_size: int):
         """-> (timbre tokens [B, max_refs, D], mask [B, max_refs]) grouped by `order_mask`."""
-        tokens = self.run_layers(self.embed_tokens(packed))[:, 0, :]
+        x = self.embed_tokens(packed)
+        if self.use_cls_token:
+            x = torch.cat([self.special_token.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
+        tokens = self.run_layers(x)[:, 0, :]
         groups = [tokens[order_mask == b] for b in range(batch_size)]
         width = max(1, max(g.shape[0] for g in groups))
         out = tokens.new_zeros(batch_size, width, tokens.shape[-1])
@@ -349,12 +362,20 @@ class AudioTokenizer(nn.Module):
         self.audio_acoustic_proj = nn.Linear(config.audio_acoustic_hidden_dim, config.hidden_size)
         self.attention_pooler = AttentionPooler(config)
         self.quantizer = FSQQuantizer(config.fsq_dim, config.fsq_input_levels)
+        self.quantize_in_float32 = bool(config.is_xl)
 
     def forward(self, x: torch.Tensor):
         """x [B, T, 64] with T a multiple of the pool window -> (quantized [B, T/5, D], indices [B, T/5, 1])."""
         b, t, c = x.shape
         x = x.reshape(b, t // self.pool_window_size, self.pool_window_size, c)
         pooled = self.attention_pooler(self.audio_acoustic_proj(x))
+        if self.quantize_in_float32 and pooled.dtype != torch.float32:
+            # XL runs its quantizer (projections included) in fp32 and casts the result back.
+            quantizer = self.quantizer
+            z = F.linear(pooled.float(), quantizer.project_in.weight.float(), quantizer.project_in.bias.float())
+            codes, indices = quantize(z, quantizer.levels)
+            out = F.linear(codes, quantizer.project_out.weight.float(), quantizer.project_out.bias.float())
+            return out.to(pooled.dtype), indices.unsqueeze(-1)
         return self.quantizer(pooled)
 
 
@@ -501,19 +522,23 @@ class AceStepConditionGenerationModel(nn.Module):
 
     @classmethod
     def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "AceStepConditionGenerationModel":
-        """Build from a published DiT folder (config.json, model.safetensors, silence_latent.pt)."""
-        from engine.checkpoints import load_safetensors_checked, validate_folder
+        """Build from a published DiT folder (config.json, model.safetensors or the XL shards with
+        model.safetensors.index.json, silence_latent.pt)."""
+        from engine.checkpoints import dit_weights_path, load_safetensors_checked, validate_folder
         from engine.types import CheckpointError
 
         folder = validate_folder(path, "dit")
         try:
-            config = AceStepConfig.from_json_file(folder / "config.json")
+            data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            if folder.name.startswith("acestep-v15-xl-"):
+                data.setdefault("is_xl", True)
+            config = AceStepConfig.from_dict(data)
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{folder / 'config.json'}: not a valid ACE-Step config ({exc})") from None
         with torch.device("meta"):
             model = cls(config)
         model = model.to(dtype=dtype).to_empty(device=device)
-        load_safetensors_checked(folder / "model.safetensors", model)
+        load_safetensors_checked(dit_weights_path(folder), model)
         model.eval().requires_grad_(False)
         model.silence_latent = load_silence_latent(folder / "silence_latent.pt", device, dtype)
         return model
