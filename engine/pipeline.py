@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from engine import checkpoints
-from engine.models.acestep import AceStepConditionGenerationModel
+from engine.models.acestep import (BUCKET_FRAMES, AceStepConditionGenerationModel, DiTLoop, bucket_frames,
+                                   resolve_compile, warm_up)
 from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
                                         pad_or_truncate)
 from engine.models.vae import SAMPLE_RATE, VAE
@@ -25,10 +26,12 @@ from engine.request import GenerationRequest
 from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
 from engine.tasks import Conditioning, build_conditioning
 from engine.types import CheckpointError, EngineError, GenerationOutput, ProgressEvent
+from engine.units import FRAMES_PER_S
 
 DEFAULT_DIT = "acestep-v15-turbo"
 DEFAULT_TURBO_STEPS = 8
 DEFAULT_BASE_STEPS = 50
+WARM_UP_S = (20.0, 30.0)  # request lengths compiled at start: the bridge's repaint window, a 30 s song
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -53,13 +56,19 @@ def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 
 
 class _Denoiser:
-    """The sampler's model call: DiT velocity with one cross-attention K/V cache per conditioning."""
+    """The sampler's model call: DiT velocity with one cross-attention K/V cache per conditioning.
+
+    `prepare` gives the sampler the fast loop (`DiTLoop`: set-up once per schedule and length,
+    optionally compiled); calling the object directly is the one-shot path.
+    """
 
     def __init__(self, dit: AceStepConditionGenerationModel, phases: list[tuple[torch.Tensor, torch.Tensor]],
-                 cfg: bool):
+                 cfg: bool, compile: bool = False, bucket: int | None = None):
         self.dit = dit
         self.phases = phases  # [(encoder_hidden_states, context_latents)] per phase
         self.cfg = cfg
+        self.compile = compile
+        self.bucket = bucket
         self._cache: dict[int, tuple[list, torch.Tensor]] = {}
 
     def _prepared(self, phase: int):
@@ -70,6 +79,10 @@ class _Denoiser:
                 ctx = torch.cat([ctx, ctx])
             self._cache[phase] = (self.dit.decoder.cross_attention_cache(enc), ctx)
         return self._cache[phase]
+
+    def prepare(self, timesteps: torch.Tensor) -> DiTLoop:
+        frames = self.phases[0][1].shape[1]
+        return DiTLoop(self.dit.decoder, timesteps, frames, self._prepared, self.compile, self.bucket)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, phase: int) -> torch.Tensor:
@@ -91,23 +104,38 @@ class Pipeline:
         self.lm_name: str | None = None
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
+        self.compile_dit = False  # torch.compile the DiT step (`--compile`); see `set_compile`
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoints(cls, root, dit: str = DEFAULT_DIT, lm: str | None = None, device=None,
-                         dtype=None) -> "Pipeline":
+                         dtype=None, compile: str | bool = "off", low_vram: bool = False,
+                         warm_up_s: tuple[float, ...] = WARM_UP_S) -> "Pipeline":
+        """Load text encoder, VAE and DiT. `compile`: auto|on|off (auto = on for CUDA), with a warm-up
+        for `warm_up_s` request lengths; `low_vram`: the text encoder leaves the GPU when idle."""
         root = checkpoints.resolve_root(root)
         if not root.is_dir():
             raise CheckpointError(f"{root}: checkpoints folder not found; run `ace-companion download` "
                                   f"or pass --checkpoints DIR")
         device, dtype = resolve_device_dtype(device, dtype)
-        text_encoder = TextEncoder.from_folder(root / checkpoints.TEXT_ENCODER_DIR, device, dtype)
+        text_encoder = TextEncoder.from_folder(root / checkpoints.TEXT_ENCODER_DIR, device, dtype,
+                                               offload_when_idle=low_vram)
         vae = VAE.from_folder(root / checkpoints.VAE_DIR, device, dtype)
         model = AceStepConditionGenerationModel.from_folder(root / dit, device, dtype)
         pipeline = cls(root, model, dit, text_encoder, vae, device, dtype)
+        pipeline.set_compile(compile, warm_up_s)
         if lm is not None:
             pipeline.load_lm(lm)
         return pipeline
+
+    def set_compile(self, choice: str | bool, warm_up_s: tuple[float, ...] = WARM_UP_S) -> None:
+        """`--compile auto|on|off`: compile the DiT step and warm it up for `warm_up_s` durations now."""
+        try:
+            self.compile_dit = resolve_compile(choice, self.device)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        frames = sorted({bucket_frames(int(seconds * FRAMES_PER_S), BUCKET_FRAMES) for seconds in warm_up_s})
+        warm_up(self.dit.decoder, frames, self.compile_dit)
 
     def load_dit(self, name: str) -> None:
         """Switch the DiT to checkpoint folder `name` (text encoder and VAE stay loaded)."""
@@ -119,6 +147,7 @@ class Pipeline:
         self.dit, self.dit_name = model, name
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        self.set_compile(self.compile_dit)
 
     def load_lm(self, name: str | None) -> None:
         """Load the 5 Hz LM planner ("0.6B"/"1.7B"/"4B"/folder name) or unload it (None)."""
@@ -236,8 +265,8 @@ class Pipeline:
         noise = self._noise(seeds, cond.frames)
         if dump:
             settings.trace = trace
-        latents = sample(_Denoiser(self.dit, phases, settings.guidance_scale > 1.0), noise, settings,
-                         progress=emit, cancel=cancel)
+        denoiser = _Denoiser(self.dit, phases, settings.guidance_scale > 1.0, self.compile_dit)
+        latents = sample(denoiser, noise, settings, progress=emit, cancel=cancel)
         timings["diffusion"] = time.perf_counter() - started
         if not torch.isfinite(latents).all():
             raise EngineError("the sampler produced NaN/Inf latents (try float32 or another seed)")

@@ -8,6 +8,7 @@ embedding table.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,18 +26,39 @@ class TokenBatch:
 
 
 class TextEncoder:
-    def __init__(self, tokenizer, model, device, dtype):
+    """`offload_when_idle` (`--low-vram`): the model waits in CPU memory and visits the GPU only
+    while it encodes (about 1.2 GB of VRAM freed between requests, for a copy of ~0.1 s each way)."""
+
+    def __init__(self, tokenizer, model, device, dtype, offload_when_idle: bool = False):
         self.tokenizer = tokenizer
         self.model = model
         self.device = torch.device(device)
         self.dtype = dtype
+        self.offload_when_idle = offload_when_idle and self.device.type != "cpu"
+        if self.offload_when_idle:
+            self.model.to("cpu")
 
     @classmethod
-    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "TextEncoder":
+    def from_folder(cls, path, device="cpu", dtype=torch.float32, offload_when_idle: bool = False) -> "TextEncoder":
         """Tokenizer and Qwen3Model of the folder, loaded strictly (every key, every shape)."""
         tokenizer, model = load_text_encoder(path)
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-        return cls(tokenizer, model, device, dtype)
+        model = model.to(dtype=dtype).eval().requires_grad_(False)
+        if not offload_when_idle:
+            model = model.to(device=device)
+        return cls(tokenizer, model, device, dtype, offload_when_idle)
+
+    @contextmanager
+    def _on_device(self):
+        if not self.offload_when_idle:
+            yield self.model
+            return
+        self.model.to(self.device)
+        try:
+            yield self.model
+        finally:
+            self.model.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     @property
     def pad_id(self) -> int:
@@ -51,11 +73,14 @@ class TextEncoder:
     @torch.no_grad()
     def encode_captions(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, L] ids -> last_hidden_state [B, L, hidden] (no attention mask, like upstream)."""
-        return self.model(input_ids=ids.to(self.device)).last_hidden_state
+        with self._on_device() as model:
+            return model(input_ids=ids.to(self.device)).last_hidden_state
 
     @torch.no_grad()
     def embed_lyrics(self, ids: torch.Tensor) -> torch.Tensor:
         """[B, L] ids -> embedding-table lookup [B, L, hidden]."""
+        if self.offload_when_idle:  # a table lookup: done where the table waits, then moved
+            return self.model.embed_tokens(ids.cpu()).to(self.device)
         return self.model.embed_tokens(ids.to(self.device))
 
 
