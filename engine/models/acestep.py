@@ -599,20 +599,20 @@ def resolve_compile(choice: str | bool | None, device) -> bool:
     return choice == "on" or (choice == "auto" and torch.device(device).type == "cuda")
 
 
-def compiled_run(decoder: DiT):
-    """`decoder.run` under `torch.compile`, built once per DiT.
+def compiled_run(decoder: DiT, backend: str = "inductor"):
+    """`decoder.run` under `torch.compile`, built once per DiT and backend.
 
     CUDA: mode "reduce-overhead" (CUDA graphs: a step is one graph replay instead of ~2,000
     launches). CPU: the default inductor mode. Shapes are static within a length bucket; the
     encoder length varies with the prompt, and after the second distinct length dynamo marks
     that dimension dynamic (one recompile, which `warm_up` pays at engine start).
     """
-    run = getattr(decoder, "_compiled_run", None)
-    if run is None:
+    cache = decoder.__dict__.setdefault("_compiled_runs", {})
+    if backend not in cache:
         cuda = decoder.scale_shift_table.device.type == "cuda"
-        run = torch.compile(decoder.run, mode="reduce-overhead" if cuda else None)
-        decoder._compiled_run = run
-    return run
+        mode = "reduce-overhead" if cuda and backend == "inductor" else None
+        cache[backend] = torch.compile(decoder.run, backend=backend, mode=mode)
+    return cache[backend]
 
 
 class DiTLoop:
@@ -625,13 +625,16 @@ class DiTLoop:
     """
 
     def __init__(self, decoder: DiT, timesteps: torch.Tensor, frames: int, conditioning: PhaseConditioning,
-                 compile: bool = False, bucket: int | None = None):
+                 compile: bool | str = False, bucket: int | None = None):
+        """`compile`: True for `torch.compile` (inductor), or a backend name; `bucket`: frames to round
+        the length up to (default: `BUCKET_FRAMES` when compiled, none in eager mode)."""
         self.decoder = decoder
         self.schedule = decoder.prepare_schedule(timesteps)
         self.length = decoder.prepare_length(frames, BUCKET_FRAMES if bucket is None and compile else bucket or 0)
         self.conditioning = conditioning
-        self.run = compiled_run(decoder) if compile else decoder.run
-        self.cuda_graphs = compile and decoder.scale_shift_table.device.type == "cuda"
+        backend = compile if isinstance(compile, str) else "inductor"
+        self.run = compiled_run(decoder, backend) if compile else decoder.run
+        self.cuda_graphs = backend == "inductor" and bool(compile) and decoder.scale_shift_table.device.type == "cuda"
         self._phases: dict[int, tuple[list, torch.Tensor]] = {}
 
     def _phase(self, phase: int):
