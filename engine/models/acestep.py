@@ -438,12 +438,13 @@ class DiTLayer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.zeros(1, 6, dim))
 
     def forward(self, x, modulation, mask, rope, cross_kv):
-        """`modulation` [B or 1, 6, D] is `scale_shift_table + time_proj(t)` (see `DiT.modulation`)."""
-        shift, scale, gate, c_shift, c_scale, c_gate = modulation.chunk(6, dim=1)
-        h = (self.self_attn_norm(x) * (1 + scale) + shift).type_as(x)
+        """`modulation` [B or 1, 6, D] is `scale_shift_table + time_proj(t)` with 1 already added to
+        the two scales (see `DiT.modulation`)."""
+        shift, scale_1, gate, c_shift, c_scale_1, c_gate = modulation.chunk(6, dim=1)
+        h = (self.self_attn_norm(x) * scale_1 + shift).type_as(x)
         x = (x + self.self_attn(h, mask=mask, rope=rope) * gate).type_as(x)
         x = x + self.cross_attn(self.cross_attn_norm(x).type_as(x), kv=cross_kv)
-        h = (self.mlp_norm(x) * (1 + c_scale) + c_shift).type_as(x)
+        h = (self.mlp_norm(x) * c_scale_1 + c_shift).type_as(x)
         return (x + self.mlp(h) * c_gate).type_as(x)
 
 
@@ -516,12 +517,21 @@ class DiT(nn.Module):
 
     # ------------------------------------------------------------------ set up once
     def modulation(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """t [N] -> (per-layer modulation [layers, N, 6, D], output modulation [N, 2, D])."""
+        """t [N] -> (per-layer modulation [layers, N, 6, D], output modulation [N, 2, D]).
+
+        Rows are (shift, 1 + scale, gate, shift, 1 + scale, gate) per layer and (shift, 1 + scale)
+        for the output: the `1 +` that upstream adds on every step is added here once (same dtype,
+        same rounding).
+        """
         temb_t, proj_t = self.time_embed(t)
         temb_r, proj_r = self.time_embed_r(t - t)  # inference always uses r = t
         temb, tproj = temb_t + temb_r, proj_t + proj_r
         layers = torch.stack([layer.scale_shift_table + tproj for layer in self.layers])
-        return layers, self.scale_shift_table + temb[:, None, :]
+        layers[:, :, 1] += 1
+        layers[:, :, 4] += 1
+        out = self.scale_shift_table + temb[:, None, :]
+        out[:, 1] += 1
+        return layers, out
 
     def prepare_schedule(self, timesteps: torch.Tensor) -> DiTSchedule:
         """Modulation of every step of `timesteps` [steps] (values already in the model dtype)."""
@@ -563,11 +573,12 @@ class DiT(nn.Module):
         x [B, F, 64] and context [B, F, 128] already padded to the prepared length F; modulation
         [layers, B or 1, 6, D] and out_modulation [B or 1, 2, D] from `modulation`. -> [B, F, 64].
         """
-        h = self.proj_in(torch.cat([context_latents, x], dim=-1))
+        # The conv leaves h transposed in memory; one copy makes every later matmul a plain one.
+        h = self.proj_in(torch.cat([context_latents, x], dim=-1)).contiguous()
         for index, layer in enumerate(self.layers):
             h = layer(h, modulation[index], masks[index], rope, cross_kv[index])
-        shift, scale = out_modulation.chunk(2, dim=1)
-        h = (self.norm_out(h) * (1 + scale) + shift).type_as(h)
+        shift, scale_1 = out_modulation.chunk(2, dim=1)
+        h = (self.norm_out(h) * scale_1 + shift).type_as(h)
         return self.proj_out(h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context_latents: torch.Tensor,
