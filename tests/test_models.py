@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from engine.models.acestep import (AceStepConditionGenerationModel, AceStepConfig, DiTLoop,
-                                   build_self_attention_mask, pack_sequences)
+                                   build_self_attention_mask, pack_sequences, resolve_compile)
 from engine.types import CheckpointError
 from tests.parity_utils import CHECKPOINTS
 
@@ -327,3 +327,39 @@ def test_compiled_loop_captures_one_graph_for_every_step_and_length_of_a_bucket(
             assert torch.equal(compiled(x[:, :frames], step), eager(x[:, :frames], step))
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]
+
+
+def test_parked_audio_codec_visits_the_device_only_during_a_call():
+    model = AceStepConditionGenerationModel.from_folder(TURBO)
+    assert not model.codec_parked  # parked by default only on CUDA
+    latents = torch.randn(1, 10, 64)
+    quantized, codes = model.tokenize(latents)
+    hints = model.detokenize(quantized)
+    model.park_audio_codec()
+    moves = []
+    original_to = torch.nn.Module.to
+
+    def spy_to(module, *args, **kwargs):
+        moves.append((type(module).__name__, str(args[0]) if args else str(kwargs.get("device"))))
+        return original_to(module, *args, **kwargs)
+
+    torch.nn.Module.to = spy_to
+    try:
+        parked_quantized, parked_codes = model.tokenize(latents)
+        parked_hints = model.detokenize(parked_quantized)
+    finally:
+        torch.nn.Module.to = original_to
+    assert torch.equal(parked_codes, codes) and torch.equal(parked_hints, hints)
+    assert moves == [("Linear", "cpu"), ("AttentionPooler", "cpu"), ("Linear", "cpu"), ("AttentionPooler", "cpu"),
+                     ("AudioDetokenizer", "cpu"), ("AudioDetokenizer", "cpu")]
+
+
+@pytest.mark.parametrize("choice, device, expected", [("auto", "cpu", False), ("auto", "cuda", True),
+                                                      ("on", "cpu", True), ("off", "cuda", False)])
+def test_compile_choice(choice, device, expected):
+    assert resolve_compile(choice, device) is expected
+
+
+def test_compile_choice_names_the_bad_value():
+    with pytest.raises(ValueError, match="'sometimes' is not one of auto, on, off"):
+        resolve_compile("sometimes", "cpu")
