@@ -1,5 +1,6 @@
-"""DiT module tree: key names and shapes, the full-size 2B parameter budget (on the meta device),
-strict loading, sequence packing and attention masks."""
+"""DiT module tree: key names and shapes against the published 2B list (on the meta device), strict
+loading, sequence packing and attention masks, the DiT against a reference written from the spec,
+the prepared/bucketed/compiled step loop, the parked FSQ codec."""
 
 from __future__ import annotations
 
