@@ -8,9 +8,9 @@ Run from the repository root:
     python bench/dit_loop.py --full-size --device cuda --seconds 30 --steps 8 --compile
 
 Columns (every one runs the same turbo schedule on the same inputs):
-  previous   `DiT.forward` per step as the loop used to run: RoPE tables, attention masks, both time
-             embeddings and every layer's `scale_shift_table + time_proj` rebuilt on every step, and
-             K/V heads copied with `repeat_interleave` for grouped-query attention
+  previous   the DiT call as the loop made it before (`previous_forward` below): RoPE tables, masks,
+             both time embeddings and every layer's `scale_shift_table + time_proj` rebuilt on every
+             step, K/V heads copied with `repeat_interleave` for grouped-query attention
   prepared   `DiTLoop`: those built once per length and schedule, SDPA with `enable_gqa`
   compiled   `DiTLoop` with `torch.compile` (CUDA: CUDA graphs), length bucketed to 2 s
 
@@ -27,7 +27,6 @@ import argparse
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,21 +58,50 @@ class OpCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@contextmanager
-def previous_attention():
-    """The attention of the previous loop: K/V heads copied per call, no `enable_gqa`."""
-    def repeat_kv(q, k, v, mask):
-        groups = q.shape[1] // k.shape[1]
-        if groups > 1:
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+def previous_forward(decoder: DiT, x, t, context, cross_kv_grouped):
+    """One DiT call as the loop made it before `DiTLoop`, written out with the model's own modules:
+    RoPE tables, boolean masks and both time embeddings rebuilt, `scale_shift_table + time_proj`
+    and `1 + scale` computed per layer, K/V heads copied with `repeat_interleave` (self and cross),
+    the residual stream left in the conv's transposed layout."""
+    cfg = decoder.config
+    groups = cfg.num_attention_heads // cfg.num_key_value_heads
 
-    saved = acestep.attention
-    acestep.attention = repeat_kv
-    try:
-        yield
-    finally:
-        acestep.attention = saved
+    def attend(module, h, mask=None, rope=None, kv=None):
+        q = module.q_norm(module._split_heads(module.q_proj(h))).transpose(1, 2)
+        if kv is None:
+            k = module.k_norm(module._split_heads(module.k_proj(h))).transpose(1, 2)
+            v = module._split_heads(module.v_proj(h)).transpose(1, 2)
+            q, k = acestep.apply_rope(q, *rope), acestep.apply_rope(k, *rope)
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        else:
+            k, v = kv
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return module.o_proj(out.transpose(1, 2).reshape(*h.shape[:-1], -1))
+
+    temb_t, proj_t = decoder.time_embed(t)
+    temb_r, proj_r = decoder.time_embed_r(t - t)
+    temb, tproj = temb_t + temb_r, proj_t + proj_r
+    h = torch.cat([context, x], dim=-1)
+    frames = h.shape[1]
+    if frames % 2:
+        h = F.pad(h, (0, 0, 0, 1))
+    h = decoder.proj_in(h)
+    tokens = h.shape[1]
+    rope = acestep.rope_cos_sin(tokens, cfg.head_dim, cfg.rope_theta, h.dtype, h.device)
+    masks = {}
+    for index, layer in enumerate(decoder.layers):
+        kind = cfg.layer_type(index)
+        if kind not in masks:
+            masks[kind] = acestep.build_self_attention_mask(cfg, index, tokens, h.device)
+        shift, scale, gate, c_shift, c_scale, c_gate = (layer.scale_shift_table + tproj).chunk(6, dim=1)
+        a = (layer.self_attn_norm(h) * (1 + scale) + shift).type_as(h)
+        h = (h + attend(layer.self_attn, a, masks[kind], rope) * gate).type_as(h)
+        h = h + attend(layer.cross_attn, layer.cross_attn_norm(h).type_as(h), kv=cross_kv_grouped[index])
+        a = (layer.mlp_norm(h) * (1 + c_scale) + c_shift).type_as(h)
+        h = (h + layer.mlp(a) * c_gate).type_as(h)
+    shift, scale = (decoder.scale_shift_table + temb[:, None, :]).chunk(2, dim=1)
+    h = (decoder.norm_out(h) * (1 + scale) + shift).type_as(h)
+    return decoder.proj_out(h)[:, :frames]
 
 
 def load_decoder(full_size: bool, layers: int | None, device, dtype) -> DiT:
@@ -122,9 +150,11 @@ def run_column(kind: str, decoder: DiT, frames: int, steps: int, device, dtype) 
     started = time.perf_counter()
     cache = decoder.cross_attention_cache(enc)
     if kind == "previous":
+        groups = decoder.config.num_attention_heads // decoder.config.num_key_value_heads
+        grouped = [(k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)) for k, v in cache]
+
         def step(x, k):
-            with previous_attention():
-                return decoder(x, schedule[k].expand(1).to(device), context, cache)
+            return previous_forward(decoder, x, schedule[k].expand(1).to(device), context, grouped)
     else:
         loop = DiTLoop(decoder, schedule.to(device), frames, lambda phase: (cache, context),
                        compile=kind == "compiled")

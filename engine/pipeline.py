@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +106,7 @@ class Pipeline:
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
         self.compile_dit = False  # torch.compile the DiT step (`--compile`); see `set_compile`
+        self._compiled_decoder = None  # weak reference to the DiT that `set_compile` compiled
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -129,11 +131,14 @@ class Pipeline:
         return pipeline
 
     def set_compile(self, choice: str | bool, warm_up_s: tuple[float, ...] = WARM_UP_S) -> None:
-        """`--compile auto|on|off`: compile the DiT step and warm it up for `warm_up_s` durations now."""
+        """`--compile auto|on|off`: compile the loaded DiT's step and warm it up for `warm_up_s` durations
+        now. Only this DiT runs compiled; one that a request names later (e.g. base for stems) runs
+        eager rather than make that request wait for a compilation."""
         try:
             self.compile_dit = resolve_compile(choice, self.device)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
+        self._compiled_decoder = weakref.ref(self.dit.decoder) if self.compile_dit else None
         frames = sorted({bucket_frames(int(seconds * FRAMES_PER_S), BUCKET_FRAMES) for seconds in warm_up_s})
         warm_up(self.dit.decoder, frames, self.compile_dit)
 
@@ -147,7 +152,6 @@ class Pipeline:
         self.dit, self.dit_name = model, name
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        self.set_compile(self.compile_dit)
 
     def load_lm(self, name: str | None) -> None:
         """Load the 5 Hz LM planner ("0.6B"/"1.7B"/"4B"/folder name) or unload it (None)."""
@@ -265,7 +269,8 @@ class Pipeline:
         noise = self._noise(seeds, cond.frames)
         if dump:
             settings.trace = trace
-        denoiser = _Denoiser(self.dit, phases, settings.guidance_scale > 1.0, self.compile_dit)
+        compiled = self.compile_dit and self._compiled_decoder() is self.dit.decoder
+        denoiser = _Denoiser(self.dit, phases, settings.guidance_scale > 1.0, compiled)
         latents = sample(denoiser, noise, settings, progress=emit, cancel=cancel)
         timings["diffusion"] = time.perf_counter() - started
         if not torch.isfinite(latents).all():

@@ -23,3 +23,44 @@ def test_bucketed_loop_keeps_sampler_parity(name, monkeypatch):
     sampler_parity.test_stored_inputs_reproduce_sampler_outputs(name)
     [(frames, padded)] = lengths
     assert padded % BUCKET_FRAMES == 0 and padded >= frames
+
+
+def test_compile_on_warms_up_the_loaded_dit_and_runs_it_compiled(monkeypatch):
+    """`--compile on`: the start-up warm-up leaves a graph dynamic in the prompt length, so a
+    request of a warmed-up length compiles nothing more; its audio matches the eager engine; a DiT
+    that a later request names runs eager. (`aot_eager` stands in for inductor, see test_models.)"""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from engine.models import acestep
+    from engine.request import GenerationRequest
+    from tests.parity_utils import CHECKPOINTS
+
+    real_compiled_run = acestep.compiled_run
+    backends = []
+
+    def traced_only(decoder, backend="inductor"):
+        backends.append(backend)
+        return real_compiled_run(decoder, "aot_eager")
+
+    monkeypatch.setattr(acestep, "compiled_run", traced_only)
+    torch._dynamo.reset()
+    counters.clear()
+    pipe = pipeline.Pipeline.from_checkpoints(CHECKPOINTS, dit="acestep-v15-turbo", device="cpu", compile="on",
+                                              warm_up_s=(5.2,))
+    assert pipe.compile_dit and backends and set(backends) == {"inductor"}
+    warmed_graphs = counters["stats"]["unique_graphs"]
+    assert warmed_graphs >= 1
+
+    request = dict(caption="warm tape hiss", duration=5.2, inference_steps=3, seed=7)
+    compiled = pipe.generate(GenerationRequest.from_dict(request))
+    assert counters["stats"]["unique_graphs"] == warmed_graphs
+    pipe.compile_dit = False
+    eager = pipe.generate(GenerationRequest.from_dict(request))
+    for a, b in zip(compiled.audio, eager.audio):
+        assert abs(a - b).max() < 2e-4 * (b ** 2).mean() ** 0.5
+
+    pipe.compile_dit = True
+    calls = len(backends)
+    pipe.generate(GenerationRequest.from_dict({**request, "dit": "acestep-v15-base", "inference_steps": 2}))
+    assert len(backends) == calls
