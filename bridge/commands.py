@@ -19,16 +19,22 @@ Replies (to the sender's port, or the configured reply port):
   /acecomp/done <action_id> <state>
   /acecomp/error <what> <message>
   /acecomp/ok <what>   /acecomp/status <json>   /acecomp/pong
+  /acecomp/queued <action> <position>   (an action waits: at most 2 prepare at once)
+
+Addresses are exact: a pattern (`/acecomp/*`) is refused with /acecomp/error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
-from bridge.config import ACTIONS
+from bridge.actions import ACTION_NAMES
+from bridge.errors import BridgeError
 from bridge.grid import GridError, Region, check_meter, check_tempo
 from bridge.oscio import OscArgumentError, OscEndpoint, float_arg, int_arg, str_arg
 
@@ -36,6 +42,52 @@ log = logging.getLogger(__name__)
 
 SOURCE = "osc"
 PREFIX = "/acecomp"
+# Preparing an action may hold a rendered or read source window in memory (hundreds of MiB for
+# a long song): only this many prepare at once; this many more wait; beyond that, "busy".
+MAX_PREPARING_ACTIONS = 2
+MAX_WAITING_ACTIONS = 8
+# Folders (os.pathsep-separated) besides the clip folder and --source-file's folder where
+# /acecomp/source may point.
+SOURCE_DIRS_ENV = "ACE_COMPANION_SOURCE_DIRS"
+
+
+class ActionGate:
+    """Runs at most `running` pieces of work at once on its own threads; queues up to `waiting` more."""
+
+    def __init__(self, running: int = MAX_PREPARING_ACTIONS, waiting: int = MAX_WAITING_ACTIONS):
+        self.max_running = running
+        self.max_waiting = waiting
+        self._lock = threading.Lock()
+        self._waiting: deque[Callable[[], None]] = deque()
+        self._running = 0
+
+    def offer(self, work: Callable[[], None], name: str = "action") -> int | None:
+        """0 when `work` starts now, its place in line when it waits, None when the line is full."""
+        with self._lock:
+            if self._running < self.max_running:
+                self._running += 1
+            elif len(self._waiting) < self.max_waiting:
+                self._waiting.append(work)
+                return len(self._waiting)
+            else:
+                return None
+        threading.Thread(target=self._drain, args=(work,), name=f"osc-{name}", daemon=True).start()
+        return 0
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self._running, len(self._waiting)
+
+    def _drain(self, work: Callable[[], None] | None) -> None:
+        while work is not None:
+            try:
+                work()
+            except Exception:
+                log.exception("OSC action failed")
+            with self._lock:
+                work = self._waiting.popleft() if self._waiting else None
+                if work is None:
+                    self._running -= 1
 
 
 def parse_settings(args: tuple) -> dict[str, Any]:
@@ -72,7 +124,7 @@ class CommandServer:
         self.app = app
         self.reply_port = reply_port
         self.osc = OscEndpoint(host, port, "commands")
-        for action in ACTIONS:
+        for action in ACTION_NAMES:
             self.osc.map(f"{PREFIX}/{action}", self._action)
         handlers = {
             "cancel": self._cancel, "insert": self._insert, "region": self._region,
@@ -83,6 +135,8 @@ class CommandServer:
         for name, handler in handlers.items():
             self.osc.map(f"{PREFIX}/{name}", self._guard(name, handler))
         self.osc.on_unknown(self._unknown)
+        self.osc.on_refused(lambda sender, address, reason: self.error(sender, address, reason))
+        self.gate = ActionGate()
         self.errors = 0
 
     @property
@@ -111,7 +165,7 @@ class CommandServer:
         def wrapped(sender, address, *args):
             try:
                 handler(sender, *args)
-            except (OscArgumentError, GridError, ValueError) as exc:
+            except (OscArgumentError, GridError, ValueError, BridgeError) as exc:  # the user's to fix
                 self.error(sender, name, str(exc))
             except Exception as exc:  # anything else: say so, keep serving
                 log.exception("OSC %s failed", address)
@@ -129,7 +183,12 @@ class CommandServer:
         except OscArgumentError as exc:
             return self.error(sender, action, str(exc))
         # Preparing may render in the DAW (seconds): do it off the OSC thread so cancel still works.
-        threading.Thread(target=self._run, args=(sender, action, settings), name=f"osc-{action}", daemon=True).start()
+        place = self.gate.offer(lambda: self._run(sender, action, settings), action)
+        if place is None:
+            return self.error(sender, action, f"busy: {self.gate.max_running} actions are being prepared and "
+                                              f"{self.gate.max_waiting} wait; send it again when one is done")
+        if place:
+            self.reply(sender, "queued", action, place)
 
     def _run(self, sender, action: str, settings: dict[str, Any]) -> None:
         def notify(event: dict[str, Any]) -> None:
@@ -197,11 +256,27 @@ class CommandServer:
         self.app.host_state.update(SOURCE, key=key or None)
         self.reply(sender, "ok", "key")
 
+    def source_roots(self) -> list[str]:
+        """Where /acecomp/source may point: the clip folder, --source-file's folder, $ACE_COMPANION_SOURCE_DIRS."""
+        roots = list(self.app.allowed_roots())
+        configured = getattr(self.app.config, "source_file", None)
+        if configured:
+            roots.append(os.path.dirname(os.path.abspath(configured)))
+        roots += [d for d in os.environ.get(SOURCE_DIRS_ENV, "").split(os.pathsep) if d.strip()]
+        return roots
+
     def _source(self, sender, *args):
-        import os
+        from bridge.clips import is_within
+
         path = str_arg(args, 0, "path")
-        if path and not os.path.isfile(path):
-            raise OscArgumentError(f"source file not found: {path}")
+        if path:
+            roots = self.source_roots()
+            # refuse before looking, so the answer never says which files exist elsewhere
+            if not os.path.isabs(path) or not is_within(path, roots):
+                raise OscArgumentError(f"{path} is outside the folders a source may come from ({', '.join(roots)}; "
+                                       f"add one with ${SOURCE_DIRS_ENV})")
+            if not os.path.isfile(path):
+                raise OscArgumentError(f"source file not found: {path}")
         self.app.host_state.update(SOURCE, source_file=path or None)
         self.reply(sender, "ok", "source")
 

@@ -16,7 +16,7 @@ import torch
 
 from engine.prompts import TEXT2MUSIC_INSTRUCTION, request_prompts
 from engine.regions import splice_waveform
-from engine.request import GenerationRequest
+from engine.request import BASE_ONLY_TASKS, GenerationRequest
 from engine.samplers import RepaintSettings, repaint_schedule
 from engine.task_inputs import prepare_reference, prepare_source
 from engine.types import Cancelled, EngineError, ProgressEvent
@@ -93,9 +93,6 @@ def build_text2music(pipeline: "Pipeline", request: GenerationRequest, batch_siz
 
 
 # ----------------------------------------------------------------------------- audio-conditioned tasks
-BASE_ONLY_TASKS = ("lego", "extract", "complete")
-
-
 def _encoder(pipeline: "Pipeline"):
     """waveform [2, S] -> VAE posterior-mean latents [T, 64] on the pipeline's device/dtype (tiled)."""
     def encode(wave: torch.Tensor) -> torch.Tensor:

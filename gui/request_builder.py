@@ -6,22 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.actions import ACTION_NAMES as ACTIONS  # the one action table, shared with the bridge
+from bridge.actions import ACTIONS as ACTION_SPECS
+from bridge.actions import BASE_DIT
 from engine.request import (TIME_SIGNATURES, GenerationRequest, RequestError, is_valid_keyscale,
                             normalize_timesignature)
 
-ACTIONS = ("generate", "repaint", "continue", "cover", "stems", "extract")
-ACTION_TASKS = {
-    "generate": "text2music",
-    "repaint": "repaint",
-    "continue": "repaint",   # outpainting past the end of the source
-    "cover": "cover",
-    "stems": "extract",      # one extract job per chosen stem (each lands on its own track)
-    "extract": "extract",    # pull the chosen track out of the source mix
-}
 CONTINUE_DEFAULT_S = 10.0
-# Tasks only the base DiT was trained for (engine.tasks.BASE_ONLY_TASKS); the window asks for it.
-BASE_ONLY_TASKS = ("lego", "extract", "complete")
-BASE_DIT = "acestep-v15-base"
 
 # LM constraint field -> request field it stands for
 LM_FIELDS = {
@@ -154,7 +145,7 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
     }
     if values.dit:
         fields["dit"] = values.dit
-    elif ACTION_TASKS[action] in BASE_ONLY_TASKS:
+    elif ACTION_SPECS[action].base_dit:
         fields["dit"] = BASE_DIT  # a turbo DiT cannot do stems; the engine switches for this job
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
@@ -202,7 +193,7 @@ def build_request(action: str, values: PromptValues, host: HostValues,
     if action == "stems":
         raise RequestError("action", "Stems makes several requests: use build_requests")
     fields = prompt_fields(action, values, host)
-    fields["task_type"] = ACTION_TASKS[action]
+    fields["task_type"] = ACTION_SPECS[action].task_type
     if action != "generate":
         if not values.src_audio.strip():
             raise RequestError("src_audio", f"'{action}' needs source audio: select a region in the DAW "

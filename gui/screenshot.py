@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT.png", help="where to write the PNG")
     parser.add_argument("--engine-url", metavar="URL", default=None,
                         help="engine to connect to (default: start one with --checkpoints, "
-                             "else http://127.0.0.1:8765)")
+                             "else http://127.0.0.1:8001)")
     parser.add_argument("--token", default=None, help="bearer token of the engine")
     parser.add_argument("--checkpoints", metavar="DIR", default=None,
                         help="start a temporary engine on these checkpoints (e.g. tests/data/parity/checkpoints)")
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     app = make_application()
     scratch = Path(tempfile.mkdtemp(prefix="ace-screenshot-"))
     engine = None
-    settings = Settings(engine_url=args.engine_url or "http://127.0.0.1:8765", engine_token=args.token or "",
+    settings = Settings(engine_url=args.engine_url or "http://127.0.0.1:8001", engine_token=args.token or "",
                         output_dir=str(scratch / "output"))
     try:
         if args.checkpoints and not args.engine_url:

@@ -219,7 +219,7 @@ class AbletonAdapter(HostAdapter):
 
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,
                track_name: str = "", replace: bool = False, length_s: float | None = None,
-               timeout_s: float = 10.0) -> None:
+               group: str = "", timeout_s: float = 10.0) -> None:
         tempo_map = self.host_state.tempo_map()
         if tempo_map is None:
             raise AdapterError("Live's tempo is unknown; is AbletonOSC running?")
