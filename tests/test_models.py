@@ -364,3 +364,37 @@ def test_compile_choice(choice, device, expected):
 def test_compile_choice_names_the_bad_value():
     with pytest.raises(ValueError, match="'sometimes' is not one of auto, on, off"):
         resolve_compile("sometimes", "cpu")
+
+
+def test_low_vram_text_encoder_visits_the_device_only_while_encoding():
+    """`--low-vram`: the text model waits in CPU memory, moves to the run device for a caption and
+    back; the lyric table lookup happens in CPU memory. ("meta" stands in for the GPU.)"""
+    from types import SimpleNamespace
+
+    from engine.models.text_encoder import TextEncoder
+
+    class Model:
+        def __init__(self):
+            self.moves, self.where, self.lookups = [], None, []
+
+        def embed_tokens(self, ids):
+            self.lookups.append((self.where, ids.device.type))
+            return torch.zeros(*ids.shape, 4)
+
+        def to(self, device):
+            self.where = str(device)
+            self.moves.append(self.where)
+            return self
+
+        def __call__(self, input_ids):
+            return SimpleNamespace(last_hidden_state=(self.where, input_ids.device.type))
+
+    model = Model()
+    encoder = TextEncoder(None, model, "meta", torch.float32, offload_when_idle=True)
+    assert model.moves == ["cpu"]
+    assert encoder.encode_captions(torch.ones(1, 3, dtype=torch.long)) == ("meta", "meta")
+    assert model.moves == ["cpu", "meta", "cpu"]
+    lyrics = encoder.embed_lyrics(torch.ones(1, 3, dtype=torch.long))
+    assert model.lookups == [("cpu", "cpu")] and lyrics.device.type == "meta" and lyrics.shape == (1, 3, 4)
+    assert model.moves == ["cpu", "meta", "cpu"]
+    assert not TextEncoder(None, Model(), "cpu", torch.float32, offload_when_idle=True).offload_when_idle
