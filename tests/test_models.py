@@ -320,9 +320,9 @@ def test_compiled_loop_captures_one_graph_for_every_step_and_length_of_a_bucket(
     torch._dynamo.reset()
     counters.clear()
     for frames in (x.shape[1], x.shape[1] - 4):
-        eager = DiTLoop(decoder, timesteps, frames, lambda phase: (cache, context[:, :frames]), bucket=50)
-        compiled = DiTLoop(decoder, timesteps, frames, lambda phase: (cache, context[:, :frames]),
-                           compile="aot_eager")
+        conditioning = (cache, context[:, :frames])
+        eager = DiTLoop(decoder, timesteps, frames, lambda phase, c=conditioning: c, bucket=50)
+        compiled = DiTLoop(decoder, timesteps, frames, lambda phase, c=conditioning: c, compile="aot_eager")
         assert compiled.length.padded_frames == 50
         for step in range(len(timesteps)):
             assert torch.equal(compiled(x[:, :frames], step), eager(x[:, :frames], step))

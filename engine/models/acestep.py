@@ -684,7 +684,8 @@ def warm_up(decoder: DiT, frames: list[int], compile: bool, steps: int = 2, rows
             enc = torch.zeros(rows, enc_length, width, device=device, dtype=dtype)
             cross_kv = decoder.cross_attention_cache(enc)
             context = torch.zeros(rows, count, 2 * channels, device=device, dtype=dtype)
-            loop = DiTLoop(decoder, timesteps, count, lambda phase: (cross_kv, context), compile=True)
+            loop = DiTLoop(decoder, timesteps, count, lambda phase, kv=cross_kv, ctx=context: (kv, ctx),
+                           compile=True)
             x = torch.zeros(rows, count, channels, device=device, dtype=dtype)
             for k in range(steps):
                 loop(x, k)

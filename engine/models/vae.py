@@ -8,7 +8,6 @@ each side; only the core of each window is kept (overlap-discard), so tiles neve
 
 from __future__ import annotations
 
-
 import torch
 
 from engine.checkpoints import load_vae
