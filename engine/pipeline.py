@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Callable
@@ -140,7 +141,14 @@ class Pipeline:
             raise EngineError(str(exc)) from None
         self._compiled_decoder = weakref.ref(self.dit.decoder) if self.compile_dit else None
         frames = sorted({bucket_frames(int(seconds * FRAMES_PER_S), BUCKET_FRAMES) for seconds in warm_up_s})
-        warm_up(self.dit.decoder, frames, self.compile_dit)
+        try:
+            warm_up(self.dit.decoder, frames, self.compile_dit)
+        except Exception as exc:  # compiler back ends fail in many ways (no C compiler, no triton, ...)
+            problem = f"compiling the DiT step failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+            if choice in ("on", True):
+                raise EngineError(f"--compile on: {problem}") from None
+            warnings.warn(f"--compile auto: {problem}; the DiT runs eager")
+            self.compile_dit, self._compiled_decoder = False, None
 
     def load_dit(self, name: str) -> None:
         """Switch the DiT to checkpoint folder `name` (text encoder and VAE stay loaded)."""

@@ -64,3 +64,28 @@ def test_compile_on_warms_up_the_loaded_dit_and_runs_it_compiled(monkeypatch):
     calls = len(backends)
     pipe.generate(GenerationRequest.from_dict({**request, "dit": "acestep-v15-base", "inference_steps": 2}))
     assert len(backends) == calls
+
+
+def test_a_failing_compiler_falls_back_to_eager_on_auto_and_is_an_error_on_on(monkeypatch):
+    """The engine still starts when `--compile auto` meets a broken compiler; `--compile on` says why not."""
+    import torch
+
+    from engine.models import acestep
+    from engine.types import EngineError
+
+    def broken(decoder, backend="inductor"):
+        def run(*args):
+            raise RuntimeError("no working C compiler\nlong trace")
+        return run
+
+    monkeypatch.setattr(acestep, "compiled_run", broken)
+    config = acestep.AceStepConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, head_dim=16, sliding_window=4)
+    pipe = pipeline.Pipeline.__new__(pipeline.Pipeline)
+    pipe.dit = acestep.AceStepConditionGenerationModel(config)
+    pipe.device = torch.device("cuda")  # where auto means on; the small DiT itself runs on the CPU
+    with pytest.warns(UserWarning, match=r"--compile auto: .*no working C compiler\); the DiT runs eager"):
+        pipe.set_compile("auto", warm_up_s=(2.0,))
+    assert not pipe.compile_dit
+    with pytest.raises(EngineError, match=r"^--compile on: compiling the DiT step failed \(RuntimeError: no working"):
+        pipe.set_compile("on", warm_up_s=(2.0,))
