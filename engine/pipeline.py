@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 
 from engine import checkpoints
-from engine.models.acestep import AceStepConditionGenerationModel
+from engine.models.acestep import (BUCKET_FRAMES, AceStepConditionGenerationModel, DiTLoop, bucket_frames,
+                                   resolve_compile, warm_up)
 from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
                                         pad_or_truncate)
 from engine.lora import LoraSet
@@ -27,10 +30,12 @@ from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sampl
 from engine.tasks import Conditioning, build_conditioning
 from engine.types import CheckpointError, EngineError, GenerationOutput, ProgressEvent
 from engine.vram import Offloaded, VramPlan, module_bytes, plan_vram
+from engine.units import FRAMES_PER_S
 
 DEFAULT_DIT = "acestep-v15-turbo"
 DEFAULT_TURBO_STEPS = 8
 DEFAULT_BASE_STEPS = 50
+WARM_UP_S = (20.0, 30.0)  # request lengths compiled at start: the bridge's repaint window, a 30 s song
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -55,13 +60,19 @@ def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 
 
 class _Denoiser:
-    """The sampler's model call: DiT velocity with one cross-attention K/V cache per conditioning."""
+    """The sampler's model call: DiT velocity with one cross-attention K/V cache per conditioning.
+
+    `prepare` gives the sampler the fast loop (`DiTLoop`: set-up once per schedule and length,
+    optionally compiled); calling the object directly is the one-shot path.
+    """
 
     def __init__(self, dit: AceStepConditionGenerationModel, phases: list[tuple[torch.Tensor, torch.Tensor]],
-                 cfg: bool):
+                 cfg: bool, compile: bool = False, bucket: int | None = None):
         self.dit = dit
         self.phases = phases  # [(encoder_hidden_states, context_latents)] per phase
         self.cfg = cfg
+        self.compile = compile
+        self.bucket = bucket
         self._cache: dict[int, tuple[list, torch.Tensor]] = {}
 
     def _prepared(self, phase: int):
@@ -72,6 +83,10 @@ class _Denoiser:
                 ctx = torch.cat([ctx, ctx])
             self._cache[phase] = (self.dit.decoder.cross_attention_cache(enc), ctx)
         return self._cache[phase]
+
+    def prepare(self, timesteps: torch.Tensor) -> DiTLoop:
+        frames = self.phases[0][1].shape[1]
+        return DiTLoop(self.dit.decoder, timesteps, frames, self._prepared, self.compile, self.bucket)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, phase: int) -> torch.Tensor:
@@ -96,11 +111,17 @@ class Pipeline:
         self.vram = VramPlan(False, "not planned yet")
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
+        self.compile_dit = False  # torch.compile the DiT step (`--compile`); see `set_compile`
+        self._compiled_decoder = None  # weak reference to the DiT that `set_compile` compiled
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_checkpoints(cls, root, dit: str = DEFAULT_DIT, lm: str | None = None, device=None,
-                         dtype=None, low_vram: bool | None = None) -> "Pipeline":
+                         dtype=None, compile: str | bool = "off", low_vram: bool | None = None,
+                         warm_up_s: tuple[float, ...] = WARM_UP_S) -> "Pipeline":
+        """Load text encoder, VAE and DiT. `compile`: auto|on|off (auto = on for CUDA), with a warm-up
+        for `warm_up_s` request lengths; `low_vram`: True/False forces offloading between stages on/off,
+        None decides by the GPU's size (see `plan_vram`)."""
         root = checkpoints.resolve_root(root)
         if not root.is_dir():
             raise CheckpointError(f"{root}: checkpoints folder not found; run `ace-companion download` "
@@ -112,6 +133,7 @@ class Pipeline:
         pipeline = cls(root, model, dit, text_encoder, vae, device, dtype)
         pipeline.low_vram = low_vram
         pipeline.plan_vram()
+        pipeline.set_compile(compile, warm_up_s)
         if lm is not None:
             pipeline.load_lm(lm)
         return pipeline
@@ -133,6 +155,25 @@ class Pipeline:
                     module.to(self.device)
         self.text_encoder, self.vae, self.lm = wrapped
         return self.vram
+
+    def set_compile(self, choice: str | bool, warm_up_s: tuple[float, ...] = WARM_UP_S) -> None:
+        """`--compile auto|on|off`: compile the loaded DiT's step and warm it up for `warm_up_s` durations
+        now. Only this DiT runs compiled; one that a request names later (e.g. base for stems) runs
+        eager rather than make that request wait for a compilation."""
+        try:
+            self.compile_dit = resolve_compile(choice, self.device)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        self._compiled_decoder = weakref.ref(self.dit.decoder) if self.compile_dit else None
+        frames = sorted({bucket_frames(int(seconds * FRAMES_PER_S), BUCKET_FRAMES) for seconds in warm_up_s})
+        try:
+            warm_up(self.dit.decoder, frames, self.compile_dit)
+        except Exception as exc:  # compiler back ends fail in many ways (no C compiler, no triton, ...)
+            problem = f"compiling the DiT step failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+            if choice in ("on", True):
+                raise EngineError(f"--compile on: {problem}") from None
+            warnings.warn(f"--compile auto: {problem}; the DiT runs eager")
+            self.compile_dit, self._compiled_decoder = False, None
 
     def load_dit(self, name: str) -> None:
         """Switch the DiT to checkpoint folder `name` (text encoder and VAE stay loaded)."""
@@ -280,8 +321,9 @@ class Pipeline:
         noise = self._noise(seeds, cond.frames)
         if dump:
             settings.trace = trace
-        latents = sample(_Denoiser(self.dit, phases, settings.guidance_scale > 1.0), noise, settings,
-                         progress=emit, cancel=cancel)
+        compiled = self.compile_dit and self._compiled_decoder() is self.dit.decoder
+        denoiser = _Denoiser(self.dit, phases, settings.guidance_scale > 1.0, compiled)
+        latents = sample(denoiser, noise, settings, progress=emit, cancel=cancel)
         timings["diffusion"] = time.perf_counter() - started
         if not torch.isfinite(latents).all():
             raise EngineError("the sampler produced NaN/Inf latents (try float32 or another seed)")

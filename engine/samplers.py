@@ -192,6 +192,9 @@ def repaint_blend(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, cros
 # ----------------------------------------------------------------------------- the loop
 # denoise(x [B', T, 64], t [B'] , phase) -> v. phase 0 = main conditioning, 1 = after the cover
 # switch. With CFG the sampler passes [x; x] and expects rows [cond; uncond].
+# A denoiser may also offer `prepare(timesteps [steps]) -> step(x, k, phase)`: the sampler then
+# hands it the whole schedule once (in the model dtype, on the model device) and calls `step`
+# with the step index, so per-step set-up (time embeddings, masks, RoPE) happens only once.
 Denoiser = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -233,6 +236,12 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
     batch, device, dtype = x.shape[0], x.device, x.dtype
     # Upstream keeps the schedule in the model dtype (bf16 on GPU: t = 0.953125, not 21/22).
     schedule = schedule.to(dtype).float()
+    # Device copies made once, so the loop below never waits on the host or copies per step.
+    t_device = schedule.to(device=device, dtype=dtype)
+    dt_device = (schedule[:-1].double() - schedule[1:].double()).to(device=device, dtype=dtype)
+    rows = 2 * batch if cfg else batch
+    prepare = getattr(denoise, "prepare", None)
+    step = prepare(t_device[:steps]) if prepare is not None else None
     phase = 0
     for k in range(steps):
         if cancel is not None and cancel():
@@ -241,9 +250,9 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
             phase = 1
         t_cur, t_next = schedule[k], schedule[k + 1]
         t_value = float(t_cur)
-        rows = 2 * batch if cfg else batch
-        t_tensor = t_value * torch.ones((rows,), device=device, dtype=dtype)
-        v = denoise(torch.cat([x, x]) if cfg else x, t_tensor, phase)
+        t_tensor = t_device[k].expand(rows)
+        x_in = torch.cat([x, x]) if cfg else x
+        v = step(x_in, k, phase) if step is not None else denoise(x_in, t_tensor, phase)
         if trace is not None:
             trace["sampler_xt"].append(x.detach().clone())
             trace["sampler_t"].append(t_cur.clone())
@@ -258,9 +267,8 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
                     v = apg(v_cond, v_uncond, settings.guidance_scale)
             else:
                 v = v_cond
-        dt = float(t_cur) - float(t_next)
         x_prev = x
-        x = x - v * (dt * torch.ones((batch, 1, 1), device=device, dtype=dtype))
+        x = x - v * dt_device[k]
         if settings.dcw is not None:
             x0_hat = x_prev - v * t_tensor[:batch, None, None]
             x = dcw_correct(x, x0_hat, t_value, settings.dcw)

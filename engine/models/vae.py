@@ -8,7 +8,6 @@ each side; only the core of each window is kept (overlap-discard), so tiles neve
 
 from __future__ import annotations
 
-
 import torch
 
 from engine.checkpoints import load_vae
@@ -16,6 +15,27 @@ from engine.checkpoints import load_vae
 SAMPLE_RATE = 48000
 HOP = 1920  # samples per latent frame
 LATENT_CHANNELS = 64
+
+
+def fold_weight_norm(model: torch.nn.Module) -> int:
+    """Replace every weight-normed layer's (g, v) pair by the weight it stands for; returns the count.
+
+    diffusers builds Oobleck's convolutions with weight norm, which recomputes `g * v / ||v||` on
+    every forward (extra kernels, and the weight held twice: g/v plus the computed copy). At
+    inference the product never changes, so it is computed once here, in the run dtype, with the
+    same function the forward hook uses: the outputs are unchanged.
+    """
+    from torch.nn.utils import parametrize
+
+    folded = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            folded += 1
+        elif hasattr(module, "weight_g") and hasattr(module, "weight_v"):
+            torch.nn.utils.remove_weight_norm(module)
+            folded += 1
+    return folded
 
 
 class VAE:
@@ -32,11 +52,12 @@ class VAE:
     @classmethod
     def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "VAE":
         """The folder's AutoencoderOobleck, loaded strictly; the published bf16 file is upcast to fp32
-        and then moved to the run dtype."""
+        and then moved to the run dtype, and its weight norm folded (`fold_weight_norm`)."""
         model = load_vae(path)
         # torch's own `to`: diffusers' override warns "should be kept in float32: []" on every cast,
         # even though Oobleck names no such module.
         model = torch.nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)
+        fold_weight_norm(model)
         return cls(model, device, dtype)
 
     # ------------------------------------------------------------------ encode

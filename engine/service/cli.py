@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--low-vram", action="store_true",
                         help="keep the text encoder, VAE and LM in CPU memory between stages, so only the DiT "
                              "stays on the GPU (automatic when the GPU is too small for everything)")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="torch.compile the DiT step: auto (default) = on for cuda (CUDA graphs, compiled and "
+                             "warmed up for 20 s and 30 s requests at start), off for cpu")
     parser.add_argument("--lm", default="none", help="5 Hz LM planner to load: none, 0.6B, 1.7B or 4B")
     parser.add_argument("--results", metavar="DIR", default="results",
                         help="folder for rendered audio, sidecars, uploads and job files (default ./results)")
@@ -94,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         from engine.pipeline import Pipeline
 
         pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype,
-                                             low_vram=True if args.low_vram else None)
+        pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype,
+                                             compile=args.compile, low_vram=True if args.low_vram else None)
     except EngineError as exc:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)
         return 1
