@@ -17,39 +17,24 @@ import numpy as np
 import torch
 
 from engine import checkpoints
+from engine.devices import resolve_device_dtype
 from engine.models.acestep import AceStepConditionGenerationModel
 from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
                                         pad_or_truncate)
-from engine.models.vae import SAMPLE_RATE, VAE
+from engine.models.vae import VAE
+from engine.regions import splice_waveform
 from engine.request import GenerationRequest
 from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
-from engine.tasks import Conditioning, build_conditioning
+from engine.tasks import Conditioning, TaskContext, build_conditioning
 from engine.types import CheckpointError, EngineError, GenerationOutput, ProgressEvent
+from engine.units import SAMPLE_RATE
 
 DEFAULT_DIT = "acestep-v15-turbo"
 DEFAULT_TURBO_STEPS = 8
 DEFAULT_BASE_STEPS = 50
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
 
 ProgressFn = Callable[[ProgressEvent], None] | None
 CancelFn = Callable[[], bool] | None
-
-
-def resolve_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
-    """None -> cuda if available else cpu; bf16 on cuda, fp32 on cpu."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EngineError("device: CUDA was requested but torch sees no CUDA device")
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    elif isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise EngineError(f"dtype: '{dtype}' is not one of float32, bfloat16, float16")
-        dtype = DTYPES[dtype]
-    return device, dtype
 
 
 class _Denoiser:
@@ -168,11 +153,34 @@ class Pipeline:
                              device=self.device, dtype=self.dtype) for seed in seeds]
         return torch.cat(draws)
 
+    def encode_waveform(self, wave: torch.Tensor, on_tile=None) -> torch.Tensor:
+        """[2, S] -> VAE posterior-mean latents [S // 1920, 64] on the run device/dtype (tiled)."""
+        return self.vae.encode(wave[None], tiled=True, on_tile=on_tile)[0].to(self.device, self.dtype)
+
+    def task_context(self, encode_source=None) -> TaskContext:
+        """The narrow view of the models that `engine.tasks` works with."""
+        dit = self.dit
+
+        def decode_codes(codes: list[int]) -> torch.Tensor:
+            indices = torch.tensor(codes, dtype=torch.long, device=self.device)[None, :, None]
+            quantized = dit.tokenizer.quantizer.codes_to_output(indices)
+            return dit.detokenize(quantized.to(self.dtype))
+
+        def tokenize_latents(latents: torch.Tensor):
+            quantized, indices = dit.tokenize(latents)
+            return dit.detokenize(quantized), quantized, indices
+
+        return TaskContext(encode_source=encode_source or self.encode_waveform, encode_audio=self.encode_waveform,
+                           decode_codes=decode_codes, tokenize_latents=tokenize_latents,
+                           silence_latent=self.silence_latent, timbre_frames=dit.config.timbre_fix_frame,
+                           is_turbo=self.is_turbo, dit_name=self.dit_name,
+                           enforce_region_limits=self.enforce_region_limits, device=self.device, dtype=self.dtype)
+
     def generate(self, request: GenerationRequest, progress: ProgressFn = None, cancel: CancelFn = None,
                  dump: bool = False) -> GenerationOutput:
         emit = progress or (lambda event: None)
         timings: dict[str, float] = {}
-        request.validate()
+        request.ensure_valid()
         if request.dit and request.dit != self.dit_name:
             emit(ProgressEvent("load", 0, 1, f"loading DiT {request.dit}"))
             started = time.perf_counter()
@@ -184,14 +192,17 @@ class Pipeline:
         from engine.lm.planner import Planner
 
         if Planner.should_plan(request) and (request.thinking or self.lm is not None):
+            started = time.perf_counter()
             request, lm_plan = self._plan_with_lm(request, progress, cancel)
+            timings["lm"] = time.perf_counter() - started
 
         batch = request.batch_size
         seeds = request.item_seeds() or [random.SystemRandom().randint(0, 2 ** 32 - 1) for _ in range(batch)]
         with torch.no_grad():
-            cond = build_conditioning(self, request, batch, progress, cancel)
-            out = self._run(request, cond, seeds, emit, cancel, dump, timings)
-        audio_items, dumped = out
+            started = time.perf_counter()
+            cond = build_conditioning(self.task_context(), request, batch, progress, cancel)
+            timings["encode_audio"] = time.perf_counter() - started
+            audio_items, dumped = self._run(request, cond, seeds, emit, cancel, dump, timings)
         if dump and lm_plan is not None:
             dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
@@ -200,40 +211,41 @@ class Pipeline:
             models={"dit": self.dit_name, "lm": self.lm_name or ""},
         )
 
-    def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
-             timings: dict):
-        trace: dict = {}
-        started = time.perf_counter()
-        emit(ProgressEvent("encode_text", 0, 1, "encoding caption and lyrics"))
-        text = self._tokens(cond.caption_prompts, CAPTION_MAX_TOKENS)
-        lyrics = self._tokens(cond.lyric_prompts, LYRIC_MAX_TOKENS)
+    def _encode_phase(self, cond: Conditioning, index: int, text_length: int | None) -> dict[str, torch.Tensor]:
+        """Text, lyrics, condition encoder and context latents of one conditioning phase."""
+        phase = cond.phases[index]
+        text = self._tokens(phase.caption_prompts, CAPTION_MAX_TOKENS)
+        if text_length is not None:  # later phases keep the first phase's caption length (as upstream)
+            text = pad_or_truncate(text, text_length, self.text_encoder.pad_id)
+        lyrics = self._tokens(phase.lyric_prompts, LYRIC_MAX_TOKENS)
         text_hidden = self.text_encoder.encode_captions(text.ids).to(self.dtype)
         lyric_hidden = self.text_encoder.embed_lyrics(lyrics.ids).to(self.dtype)
         enc, enc_mask = self.dit.encode_conditions(text_hidden, text.mask, lyric_hidden, lyrics.mask,
                                                    cond.refer_packed.to(self.dtype), cond.refer_order_mask)
-        context = self.dit.context_latents(cond.src_latents.to(self.dtype), cond.chunk_masks, cond.is_covers,
-                                           cond.lm_hints)
+        context = self.dit.context_latents(phase.src_latents.to(self.dtype), phase.chunk_masks, phase.is_covers,
+                                           phase.lm_hints)
+        return {"text_token_ids": text.ids, "text_attention_mask": text.mask, "lyric_token_ids": lyrics.ids,
+                "lyric_attention_mask": lyrics.mask, "text_hidden_states": text_hidden,
+                "lyric_hidden_states": lyric_hidden, "encoder_hidden_states": enc,
+                "encoder_attention_mask": enc_mask, "context_latents": context}
+
+    def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
+             timings: dict):
+        started = time.perf_counter()
+        emit(ProgressEvent("encode_text", 0, 1, "encoding caption and lyrics"))
+        encoded = [self._encode_phase(cond, 0, None)]
+        text_length = encoded[0]["text_token_ids"].shape[1]
+        encoded += [self._encode_phase(cond, i, text_length) for i in range(1, len(cond.phases))]
         settings = self.sampler_settings(request)
         settings.repaint = cond.repaint
-        phases = [(enc, context)]
-        if cond.non_cover_caption_prompts is not None and cond.cover_strength < 1.0:
-            nc_text = pad_or_truncate(self._tokens(cond.non_cover_caption_prompts, CAPTION_MAX_TOKENS),
-                                      text.ids.shape[1], self.text_encoder.pad_id)
-            nc_hidden = self.text_encoder.encode_captions(nc_text.ids).to(self.dtype)
-            nc_enc, nc_mask = self.dit.encode_conditions(nc_hidden, nc_text.mask, lyric_hidden, lyrics.mask,
-                                                         cond.refer_packed.to(self.dtype), cond.refer_order_mask)
-            silence_src = self.silence_latent[:, :cond.frames].expand(len(seeds), -1, -1).to(self.dtype)
-            nc_context = self.dit.context_latents(silence_src, cond.chunk_masks,
-                                                  torch.zeros_like(cond.is_covers))
-            phases.append((nc_enc, nc_context))
-            settings.switch_step = int(sampler_steps(settings) * cond.cover_strength)
-            trace.update(non_cover_text_token_ids=nc_text.ids, non_cover_text_attention_mask=nc_text.mask,
-                         non_cover_text_hidden_states=nc_hidden, encoder_hidden_states_non_cover=nc_enc,
-                         encoder_attention_mask_non_cover=nc_mask, context_latents_non_cover=nc_context)
+        if len(cond.phases) > 1:
+            settings.switch_step = int(sampler_steps(settings) * cond.phases[1].from_fraction)
+        phases = [(e["encoder_hidden_states"], e["context_latents"]) for e in encoded]
         timings["encode_text"] = time.perf_counter() - started
 
         started = time.perf_counter()
         noise = self._noise(seeds, cond.frames)
+        trace: dict = {}
         if dump:
             settings.trace = trace
         latents = sample(_Denoiser(self.dit, phases, settings.guidance_scale > 1.0), noise, settings,
@@ -247,24 +259,32 @@ class Pipeline:
         wave = self.vae.decode(latents, tiled=request.use_tiled_decode).float()
         timings["decode"] = time.perf_counter() - started
 
+        started = time.perf_counter()
         emit(ProgressEvent("postprocess", 0, 1, "normalising"))
-        wave = postprocess_audio(wave, cond.wave_postprocess, request.enable_normalization,
-                                 request.normalization_db)
+        hook = None
+        if cond.splice is not None:
+            splice = cond.splice
+            hook = lambda decoded: splice_waveform(decoded, splice.wave.to(decoded.device), splice.start_s,  # noqa: E731
+                                                   splice.end_s, splice.crossfade_s)
+        wave = postprocess_audio(wave, hook, request.enable_normalization, request.normalization_db)
         audio_items = [item.cpu().numpy().astype(np.float32) for item in wave]
+        timings["postprocess"] = time.perf_counter() - started
 
         dumped = None
         if dump:
-            dumped = {
-                "text_token_ids": text.ids, "text_attention_mask": text.mask,
-                "lyric_token_ids": lyrics.ids, "lyric_attention_mask": lyrics.mask,
-                "text_hidden_states": text_hidden, "lyric_hidden_states": lyric_hidden,
-                "refer_audio_order_mask": cond.refer_order_mask,
-                "src_latents": cond.src_latents, "chunk_masks": cond.chunk_masks, "is_covers": cond.is_covers,
-                "encoder_hidden_states": enc, "encoder_attention_mask": enc_mask, "context_latents": context,
-                "noise": noise, "pred_latents": latents,
-                "audio": wave[0] if wave.shape[0] == 1 else wave,
-                **trace, **cond.dump,
-            }
+            main = cond.phases[0]
+            dumped = {**encoded[0], "refer_audio_order_mask": cond.refer_order_mask,
+                      "src_latents": main.src_latents, "chunk_masks": main.chunk_masks, "is_covers": main.is_covers,
+                      "noise": noise, "pred_latents": latents, "audio": wave[0] if wave.shape[0] == 1 else wave,
+                      **trace, **cond.dump}
+            if len(encoded) > 1:
+                second = encoded[1]
+                dumped.update(non_cover_text_token_ids=second["text_token_ids"],
+                              non_cover_text_attention_mask=second["text_attention_mask"],
+                              non_cover_text_hidden_states=second["text_hidden_states"],
+                              encoder_hidden_states_non_cover=second["encoder_hidden_states"],
+                              encoder_attention_mask_non_cover=second["encoder_attention_mask"],
+                              context_latents_non_cover=second["context_latents"])
             dumped = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
                       for k, v in dumped.items() if isinstance(v, torch.Tensor)}
         return audio_items, dumped

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.units import MAX_DURATION_S
+
 TASK_TYPES = ("text2music", "repaint", "cover", "lego", "extract", "complete")
 SOURCE_TASKS = ("repaint", "cover", "lego", "extract", "complete")
 TRACK_NAMES = (
@@ -29,11 +31,16 @@ KEY_ACCIDENTALS = ("", "#", "b", "♯", "♭")
 KEY_MODES = ("major", "minor")
 AUDIO_FORMATS = ("wav", "flac")
 MAX_BATCH_SIZE = 8
-MAX_DURATION_S = 600.0
 BPM_RANGE = (30, 300)
 
-# Keys that describe a parity case rather than the request; accepted and ignored.
-_DESCRIPTIVE_KEYS = {"name", "notes", "derived", "oracle", "tensors", "lm_call", "result", "phases"}
+# Options upstream accepts that this engine does not implement: only the value it honours passes;
+# anything else is refused with a RequestError naming the field (HTTP 422), never silently ignored.
+HONOURED_ONLY = {
+    "infer_method": ("ode", "the SDE sampler is not implemented; use 'ode'"),
+    "sampler_mode": ("euler", "only the Euler sampler is implemented; use 'euler'"),
+    "cover_noise_strength": (0.0, "cover noise blending is not implemented; leave it at 0"),
+    "dcw_wavelet": ("haar", "only the Haar wavelet is implemented; use 'haar'"),
+}
 
 
 class RequestError(ValueError):
@@ -129,8 +136,6 @@ class GenerationRequest:
         for key, value in data.items():
             if key in known:
                 kwargs[key] = value
-            elif key in _DESCRIPTIVE_KEYS:
-                continue
             elif strict:
                 raise RequestError(key, "unknown field (see `GenerationRequest.field_names()`)")
         req = cls(**kwargs)
@@ -139,8 +144,7 @@ class GenerationRequest:
                 path = getattr(req, name)
                 if isinstance(path, str) and path and not os.path.isabs(path) and "://" not in path:
                     setattr(req, name, os.path.normpath(os.path.join(str(base_dir), path)))
-        req.validate()
-        return req
+        return req.ensure_valid()
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GenerationRequest":
@@ -157,9 +161,24 @@ class GenerationRequest:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "GenerationRequest":
-        new = dataclasses.replace(self, **changes)
-        new.validate()
+        return dataclasses.replace(self, **changes).ensure_valid()
+
+    def with_inputs(self, **paths: str | None) -> "GenerationRequest":
+        """A copy with `src_audio` / `reference_audio` swapped for resolved paths, still validated
+        (the service resolves `file:<id>` references after checking the request once)."""
+        unknown = set(paths) - {"src_audio", "reference_audio"}
+        if unknown:
+            raise ValueError(f"with_inputs only swaps audio inputs, not {sorted(unknown)}")
+        new = dataclasses.replace(self, **paths)
+        new._validated = getattr(self, "_validated", False)
         return new
+
+    def ensure_valid(self) -> "GenerationRequest":
+        """Validate unless this object already was (requests are validated once, at the boundary)."""
+        if not getattr(self, "_validated", False):
+            self.validate()
+            self._validated = True
+        return self
 
     def item_seeds(self) -> list[int] | None:
         """The explicit per-item seeds, or None when any item should be random."""
@@ -254,11 +273,11 @@ class GenerationRequest:
         self.shift = _in_range("shift", self.shift, 0.01, 20.0)
         self.cfg_interval_start = _in_range("cfg_interval_start", self.cfg_interval_start, 0.0, 1.0)
         self.cfg_interval_end = _in_range("cfg_interval_end", self.cfg_interval_end, 0.0, 1.0)
-        _check_choice("infer_method", self.infer_method, ("ode", "sde"))
-        _check_choice("sampler_mode", self.sampler_mode, ("euler", "heun"))
         self.cover_noise_strength = _in_range("cover_noise_strength", self.cover_noise_strength, 0.0, 1.0)
+        for name, (honoured, reason) in HONOURED_ONLY.items():
+            if getattr(self, name) != honoured:
+                raise RequestError(name, f"{getattr(self, name)!r} is not supported: {reason}")
         _check_choice("dcw_mode", self.dcw_mode, DCW_MODES)
-        _check_choice("dcw_wavelet", self.dcw_wavelet, ("haar",))
         for name in ("use_adg", "use_tiled_decode", "enable_normalization", "thinking", "use_cot_metas",
                      "use_cot_caption", "use_cot_language", "use_constrained_decoding"):
             _check_type(name, getattr(self, name), bool)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.request import GenerationRequest
-from tests.parity_utils import CHECKPOINTS, compare_dump, load_case
+from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 T2M_CASES = [
     "t2m_turbo_shift3_odd_instrumental",
@@ -34,7 +34,7 @@ def pipeline():
 @pytest.mark.parametrize("name", T2M_CASES)
 def test_pipeline_reproduces_case(pipeline, name):
     case, expected, path = load_case(name)
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     events = []
     result = pipeline.generate(request, progress=events.append, dump=True)
 
@@ -54,7 +54,8 @@ def test_render_cli_reproduces_case(tmp_path):
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "render", "--checkpoints", str(CHECKPOINTS), "--request", str(path),
+        [sys.executable, "-m", "engine.cli", "render", "--checkpoints", str(CHECKPOINTS),
+         "--request", str(write_case_request(path, tmp_path)),
          "--out", str(out), "--dump", str(dump), "--device", "cpu"],
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.pipeline import postprocess_audio, resolve_device_dtype
+from engine.devices import resolve_device_dtype
+from engine.pipeline import postprocess_audio
 from engine.tasks import text2music_frames
 from engine.types import EngineError
 
