@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,12 +27,15 @@ from engine.regions import splice_waveform
 from engine.request import GenerationRequest
 from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
 from engine.tasks import Conditioning, TaskContext, build_conditioning
-from engine.types import CheckpointError, EngineError, GenerationOutput, ProgressEvent
-from engine.units import SAMPLE_RATE
+from engine.sources import LRU, EncodeReport, SourceCache
+from engine.types import Cancelled, CheckpointError, EngineError, GenerationOutput, ProgressEvent
+from engine.units import HOP_SAMPLES, SAMPLE_RATE
+from engine.vae_span import decode_span, encode_span, vae_reaches
 
 DEFAULT_DIT = "acestep-v15-turbo"
 DEFAULT_TURBO_STEPS = 8
 DEFAULT_BASE_STEPS = 50
+CONDITIONING_CACHE_BYTES = 256 * 1024 * 1024
 
 ProgressFn = Callable[[ProgressEvent], None] | None
 CancelFn = Callable[[], bool] | None
@@ -76,6 +80,17 @@ class Pipeline:
         self.lm_name: str | None = None
         # Repaint regions must last 3..90 s; parity fixtures (a 2.3 s region) switch this off.
         self.enforce_region_limits = True
+        # A request that names no DiT runs on this one (the engine's --dit), whatever ran before.
+        self.default_dit = dit_name
+        self._dits: dict[str, AceStepConditionGenerationModel] = {dit_name: dit}
+        # The fast path: cached source latents and region-only decode. Off = upstream's way
+        # (encode the whole source and decode the whole output on every call).
+        self.fast_path = True
+        self.sources = SourceCache()
+        self.conditioning_cache = LRU(CONDITIONING_CACHE_BYTES, _tensor_bytes)
+        self.encoder_reach, self.decoder_reach = vae_reaches(vae)
+        # Largest span (latent frames) decoded in one VAE call on the fast path; longer ones are tiled.
+        self.single_decode_frames = 2400 if device.type == "cuda" else 1200
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -94,16 +109,26 @@ class Pipeline:
             pipeline.load_lm(lm)
         return pipeline
 
-    def load_dit(self, name: str) -> None:
-        """Switch the DiT to checkpoint folder `name` (text encoder and VAE stay loaded)."""
-        if name == self.dit_name:
-            return
+    def load_dit(self, name: str, default: bool = True) -> None:
+        """Make checkpoint folder `name` the active DiT (text encoder and VAE stay loaded).
+
+        `default=True` (the service's model switch) also makes it the DiT of requests that name none.
+        The default DiT stays loaded beside one other; a third replaces the other.
+        """
         if "/" in name or "\\" in name or name.startswith("."):
             raise EngineError(f"dit: '{name}' must be a checkpoint folder name such as {DEFAULT_DIT}")
-        model = AceStepConditionGenerationModel.from_folder(self.root / name, self.device, self.dtype)
+        model = self._dits.get(name)
+        if model is None:
+            for other in [n for n in self._dits if n != self.default_dit]:
+                del self._dits[other]
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            model = AceStepConditionGenerationModel.from_folder(self.root / name, self.device, self.dtype)
+            self._dits[name] = model
         self.dit, self.dit_name = model, name
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        if default and name != self.default_dit:
+            self._dits.pop(self.default_dit, None)
+            self.default_dit = name
 
     def load_lm(self, name: str | None) -> None:
         """Load the 5 Hz LM planner ("0.6B"/"1.7B"/"4B"/folder name) or unload it (None)."""
@@ -119,7 +144,7 @@ class Pipeline:
         self.lm_name = folder
 
     def info(self) -> dict:
-        return {"dit": self.dit_name, "lm": self.lm_name, "device": str(self.device),
+        return {"dit": self.dit_name, "default_dit": self.default_dit, "lm": self.lm_name, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "checkpoints": str(self.root)}
 
     @property
@@ -157,7 +182,7 @@ class Pipeline:
         """[2, S] -> VAE posterior-mean latents [S // 1920, 64] on the run device/dtype (tiled)."""
         return self.vae.encode(wave[None], tiled=True, on_tile=on_tile)[0].to(self.device, self.dtype)
 
-    def task_context(self, encode_source=None) -> TaskContext:
+    def task_context(self, encode_source=None, encode_audio=None) -> TaskContext:
         """The narrow view of the models that `engine.tasks` works with."""
         dit = self.dit
 
@@ -170,7 +195,8 @@ class Pipeline:
             quantized, indices = dit.tokenize(latents)
             return dit.detokenize(quantized), quantized, indices
 
-        return TaskContext(encode_source=encode_source or self.encode_waveform, encode_audio=self.encode_waveform,
+        return TaskContext(encode_source=encode_source or self.encode_waveform,
+                           encode_audio=encode_audio or self.encode_waveform,
                            decode_codes=decode_codes, tokenize_latents=tokenize_latents,
                            silence_latent=self.silence_latent, timbre_frames=dit.config.timbre_fix_frame,
                            is_turbo=self.is_turbo, dit_name=self.dit_name,
@@ -181,10 +207,11 @@ class Pipeline:
         emit = progress or (lambda event: None)
         timings: dict[str, float] = {}
         request.ensure_valid()
-        if request.dit and request.dit != self.dit_name:
-            emit(ProgressEvent("load", 0, 1, f"loading DiT {request.dit}"))
+        wanted = request.dit or self.default_dit
+        if wanted != self.dit_name:
+            emit(ProgressEvent("load", 0, 1, f"loading DiT {wanted}"))
             started = time.perf_counter()
-            self.load_dit(request.dit)
+            self.load_dit(wanted, default=False)
             timings["load"] = time.perf_counter() - started
         lm_plan = None
         # Upstream plans whenever an LM is loaded and thinking or a use_cot_* flag asks for it
@@ -198,44 +225,103 @@ class Pipeline:
 
         batch = request.batch_size
         seeds = request.item_seeds() or [random.SystemRandom().randint(0, 2 ** 32 - 1) for _ in range(batch)]
+        work = Work(decoder_receptive_field=self.decoder_reach.frames)
         with torch.no_grad():
             started = time.perf_counter()
-            cond = build_conditioning(self.task_context(), request, batch, progress, cancel)
+            ctx = self.task_context(encode_source=self._source_encoder(work, emit, cancel),
+                                    encode_audio=self._audio_encoder(work, emit, cancel))
+            cond = build_conditioning(ctx, request, batch, progress, cancel)
             timings["encode_audio"] = time.perf_counter() - started
-            audio_items, dumped = self._run(request, cond, seeds, emit, cancel, dump, timings)
+            audio_items, dumped = self._run(request, cond, seeds, emit, cancel, dump, timings, work)
         if dump and lm_plan is not None:
             dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
             audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
-            models={"dit": self.dit_name, "lm": self.lm_name or ""},
+            models={"dit": self.dit_name, "lm": self.lm_name or ""}, work=work.to_dict(),
         )
 
-    def _encode_phase(self, cond: Conditioning, index: int, text_length: int | None) -> dict[str, torch.Tensor]:
-        """Text, lyrics, condition encoder and context latents of one conditioning phase."""
+    # ------------------------------------------------------------------ VAE with progress, cancel, caching
+    def _tile_progress(self, stage: str, what: str, emit, cancel):
+        def on_tile(done: int, total: int, _size: int) -> None:
+            emit(ProgressEvent(stage, done, total, f"{what}: tile {done}/{total}"))
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled")
+        return on_tile
+
+    def _audio_encoder(self, work: "Work", emit, cancel):
+        """Reference audio: encoded whole, its frames counted."""
+        on_tile = self._tile_progress("encode_audio", "encoding reference audio", emit, cancel)
+
+        def encode(wave: torch.Tensor) -> torch.Tensor:
+            latents = self.encode_waveform(wave, on_tile)
+            work.encoded_frames += latents.shape[0]
+            return latents
+        return encode
+
+    def _source_encoder(self, work: "Work", emit, cancel):
+        """Source audio: through the source cache on the fast path, else encoded whole."""
+        on_tile = self._tile_progress("encode_audio", "encoding source audio", emit, cancel)
+
+        def encode_part(wave: torch.Tensor, start: int, end: int):
+            return encode_span(self.vae, wave, start, end, self.encoder_reach, on_tile)
+
+        def encode(wave: torch.Tensor) -> torch.Tensor:
+            if not self.fast_path:
+                latents = self.encode_waveform(wave, on_tile)
+                work.encoded_frames += latents.shape[0]
+                work.source_cache = "miss"
+                return latents
+            report = EncodeReport()
+            latents = self.sources.encode(wave, encode_part, self.encoder_reach, report)
+            work.encoded_frames += report.encoded_frames
+            work.source_cache = report.status
+            return latents.to(self.device, self.dtype)
+        return encode
+
+    def _encode_phase(self, cond: Conditioning, index: int, text_length: int | None,
+                      cacheable: bool) -> tuple[dict[str, torch.Tensor], bool]:
+        """Text, lyrics, condition encoder and context latents of one conditioning phase.
+
+        The text side depends only on the prompts, the DiT and the timbre; with the silence timbre
+        (`cacheable`) it is kept in an LRU, so an unchanged caption/lyrics/metas encode nothing.
+        Returns (tensors, cache hit).
+        """
         phase = cond.phases[index]
-        text = self._tokens(phase.caption_prompts, CAPTION_MAX_TOKENS)
-        if text_length is not None:  # later phases keep the first phase's caption length (as upstream)
-            text = pad_or_truncate(text, text_length, self.text_encoder.pad_id)
-        lyrics = self._tokens(phase.lyric_prompts, LYRIC_MAX_TOKENS)
-        text_hidden = self.text_encoder.encode_captions(text.ids).to(self.dtype)
-        lyric_hidden = self.text_encoder.embed_lyrics(lyrics.ids).to(self.dtype)
-        enc, enc_mask = self.dit.encode_conditions(text_hidden, text.mask, lyric_hidden, lyrics.mask,
-                                                   cond.refer_packed.to(self.dtype), cond.refer_order_mask)
+        key = (self.dit_name, tuple(phase.caption_prompts), tuple(phase.lyric_prompts), text_length)
+        text_side = self.conditioning_cache.get(key) if cacheable else None
+        hit = text_side is not None
+        if text_side is None:
+            text = self._tokens(phase.caption_prompts, CAPTION_MAX_TOKENS)
+            if text_length is not None:  # later phases keep the first phase's caption length (as upstream)
+                text = pad_or_truncate(text, text_length, self.text_encoder.pad_id)
+            lyrics = self._tokens(phase.lyric_prompts, LYRIC_MAX_TOKENS)
+            text_hidden = self.text_encoder.encode_captions(text.ids).to(self.dtype)
+            lyric_hidden = self.text_encoder.embed_lyrics(lyrics.ids).to(self.dtype)
+            enc, enc_mask = self.dit.encode_conditions(text_hidden, text.mask, lyric_hidden, lyrics.mask,
+                                                       cond.refer_packed.to(self.dtype), cond.refer_order_mask)
+            text_side = {"text_token_ids": text.ids, "text_attention_mask": text.mask, "lyric_token_ids": lyrics.ids,
+                         "lyric_attention_mask": lyrics.mask, "text_hidden_states": text_hidden,
+                         "lyric_hidden_states": lyric_hidden, "encoder_hidden_states": enc,
+                         "encoder_attention_mask": enc_mask}
+            if cacheable:
+                self.conditioning_cache.put(key, text_side)
         context = self.dit.context_latents(phase.src_latents.to(self.dtype), phase.chunk_masks, phase.is_covers,
                                            phase.lm_hints)
-        return {"text_token_ids": text.ids, "text_attention_mask": text.mask, "lyric_token_ids": lyrics.ids,
-                "lyric_attention_mask": lyrics.mask, "text_hidden_states": text_hidden,
-                "lyric_hidden_states": lyric_hidden, "encoder_hidden_states": enc,
-                "encoder_attention_mask": enc_mask, "context_latents": context}
+        return {**text_side, "context_latents": context}, hit
 
     def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
-             timings: dict):
+             timings: dict, work: "Work"):
         started = time.perf_counter()
         emit(ProgressEvent("encode_text", 0, 1, "encoding caption and lyrics"))
-        encoded = [self._encode_phase(cond, 0, None)]
-        text_length = encoded[0]["text_token_ids"].shape[1]
-        encoded += [self._encode_phase(cond, i, text_length) for i in range(1, len(cond.phases))]
+        cacheable = self.fast_path and request.reference_audio is None
+        first, hit = self._encode_phase(cond, 0, None, cacheable)
+        encoded, hits = [first], [hit]
+        for index in range(1, len(cond.phases)):
+            more, hit = self._encode_phase(cond, index, first["text_token_ids"].shape[1], cacheable)
+            encoded.append(more)
+            hits.append(hit)
+        work.conditioning_cache = "hit" if all(hits) else "miss"
         settings = self.sampler_settings(request)
         settings.repaint = cond.repaint
         if len(cond.phases) > 1:
@@ -248,6 +334,8 @@ class Pipeline:
         trace: dict = {}
         if dump:
             settings.trace = trace
+        work.dit_steps = sampler_steps(settings)
+        work.dit_tokens = -(-cond.frames // self.dit.config.patch_size)
         latents = sample(_Denoiser(self.dit, phases, settings.guidance_scale > 1.0), noise, settings,
                          progress=emit, cancel=cancel)
         timings["diffusion"] = time.perf_counter() - started
@@ -256,7 +344,7 @@ class Pipeline:
 
         started = time.perf_counter()
         emit(ProgressEvent("decode", 0, 1, "decoding audio"))
-        wave = self.vae.decode(latents, tiled=request.use_tiled_decode).float()
+        wave = self._decode(latents, cond, request, work, emit, cancel)
         timings["decode"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -268,6 +356,9 @@ class Pipeline:
                                                    splice.end_s, splice.crossfade_s)
         wave = postprocess_audio(wave, hook, request.enable_normalization, request.normalization_db)
         audio_items = [item.cpu().numpy().astype(np.float32) for item in wave]
+        if self.fast_path:
+            for audio, item_latents in zip(audio_items, latents):
+                self.sources.remember(torch.from_numpy(audio), item_latents)
         timings["postprocess"] = time.perf_counter() - started
 
         dumped = None
@@ -288,6 +379,58 @@ class Pipeline:
             dumped = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
                       for k, v in dumped.items() if isinstance(v, torch.Tensor)}
         return audio_items, dumped
+
+    def _decode(self, latents: torch.Tensor, cond: Conditioning, request: GenerationRequest, work: "Work",
+                emit, cancel) -> torch.Tensor:
+        """Latents [B, T, 64] -> audio [B, 2, T * 1920].
+
+        Repaint on the fast path decodes only the frames whose audio is heard (the region and its
+        crossfades) plus the decoder's reach, and takes the rest from the source; the splice then
+        gives exactly what a full decode would.
+        """
+        on_tile = self._tile_progress("decode", "decoding audio", emit, cancel)
+        frames = latents.shape[1]
+        splice = cond.splice
+        total_samples = frames * HOP_SAMPLES
+        if self.fast_path and splice is not None and splice.wave.shape[-1] >= total_samples:
+            start, end = splice.generated_frames(frames)
+            span = end - start + self.decoder_reach.left_frames + self.decoder_reach.right_frames
+            tiled = request.use_tiled_decode and span > self.single_decode_frames
+            part, decoded = decode_span(self.vae, latents, start, end, self.decoder_reach, tiled=tiled,
+                                        on_tile=on_tile)
+            work.decoded_frames += decoded
+            wave = splice.wave[..., :total_samples].to(part.device, torch.float32)
+            wave = wave.expand(latents.shape[0], -1, -1).clone()
+            wave[..., start * HOP_SAMPLES:end * HOP_SAMPLES] = part.float()
+            return wave
+
+        def count(done: int, total: int, size: int) -> None:
+            work.decoded_frames += size
+            on_tile(done, total, size)
+        return self.vae.decode(latents, tiled=request.use_tiled_decode, on_tile=count).float()
+
+
+@dataclass
+class Work:
+    """What one generation cost, in the job JSON's fixed `work` shape (latent frames at 25 Hz)."""
+
+    encoded_frames: int = 0
+    decoded_frames: int = 0
+    dit_tokens: int = 0                  # per step and per batch item
+    dit_steps: int = 0
+    decoder_receptive_field: int = 0     # latent frames each side, from the VAE's layers
+    source_cache: str = "none"           # hit | partial | miss | none
+    conditioning_cache: str = "miss"     # hit | miss
+
+    def to_dict(self) -> dict:
+        return {"encoded_frames": self.encoded_frames, "decoded_frames": self.decoded_frames,
+                "dit_tokens": self.dit_tokens, "dit_steps": self.dit_steps,
+                "decoder_receptive_field": self.decoder_receptive_field,
+                "cache": {"source": self.source_cache, "conditioning": self.conditioning_cache}}
+
+
+def _tensor_bytes(value: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in value.values() if isinstance(t, torch.Tensor))
 
 
 def sampler_settings_for(request: GenerationRequest, is_turbo: bool) -> SamplerSettings:

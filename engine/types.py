@@ -61,3 +61,6 @@ class GenerationOutput:
     lm_plan: dict[str, Any] | None = None
     dump: dict[str, Any] | None = None
     models: dict[str, str] = field(default_factory=dict)
+    # What the run cost (see `engine.pipeline.Work`): encoded/decoded frames, DiT tokens and steps,
+    # the decoder's receptive field and the cache outcomes. None from pipelines that do not count.
+    work: dict[str, Any] | None = None

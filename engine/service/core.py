@@ -55,15 +55,17 @@ class Job:
     seeds: list[int] | None = None
     models: dict[str, Any] | None = None
     timings: dict[str, float] | None = None
+    work: dict[str, Any] | None = None
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
     autogen_parent: str | None = None
     autogen_next: str | None = None
     cancel_requested: bool = False  # runtime only
+    parsed: GenerationRequest | None = field(default=None, repr=False)  # runtime only: validated once
 
     _PERSISTED = ("id", "request", "priority", "autogen", "seq", "state", "progress", "error", "results",
-                  "lm_plan", "seeds", "models", "timings", "created_at", "started_at", "finished_at",
+                  "lm_plan", "seeds", "models", "timings", "work", "created_at", "started_at", "finished_at",
                   "autogen_parent", "autogen_next")
 
     def record(self) -> dict[str, Any]:
@@ -177,7 +179,7 @@ class EngineService:
                 self._check_input(name, value)
         with self._lock:
             job = Job(id=new_id(), request=parsed.to_dict(), priority=priority, autogen=autogen,
-                      seq=next(self._seq), autogen_parent=autogen_parent)
+                      seq=next(self._seq), autogen_parent=autogen_parent, parsed=parsed)
             self._jobs[job.id] = job
             self._persist(job)
             self._queues[priority].append(job)
@@ -361,7 +363,7 @@ class EngineService:
 
     def _run(self, job: Job) -> None:
         try:
-            request = self._resolved_request(job.request)
+            request = self._resolved_request(job)
             with self._pipeline_lock:
                 output = self.pipeline.generate(request, progress=lambda ev: self._on_progress(job, ev),
                                                 cancel=lambda: job.cancel_requested)
@@ -396,6 +398,7 @@ class EngineService:
             job.seeds = [int(s) for s in output.seeds]
             job.models = dict(output.models or {})
             job.timings = {k: float(v) for k, v in (output.timings or {}).items()}
+            job.work = getattr(output, "work", None) or dict(UNCOUNTED_WORK)
             job.lm_plan = output.lm_plan
             for result in results:
                 self._result_files[result["file_id"]] = Path(result["path"])
@@ -501,11 +504,22 @@ class EngineService:
         if problem:
             raise RequestError(name, problem)
 
+    def _file_ref_path(self, file_id: str) -> Path | None:
+        """An upload id or a result's file id -> its path on this machine (None when unknown)."""
+        if not is_valid_id(file_id):
+            return None
+        if self.store.upload_meta(file_id) is not None:
+            return self.store.upload_path(file_id)
+        with self._lock:
+            path = self._result_files.get(file_id)
+        return path if path is not None and path.is_file() else None
+
     def _input_problem(self, value: str) -> str | None:
         if value.startswith(FILE_REF_PREFIX):
             file_id = value[len(FILE_REF_PREFIX):]
-            if not is_valid_id(file_id) or self.store.upload_meta(file_id) is None:
-                return f"unknown file id '{file_id}' (upload the audio with POST /v1/files first)"
+            if self._file_ref_path(file_id) is None:
+                return (f"unknown file id '{file_id}' (upload the audio with POST /v1/files first, "
+                        f"or name a result by its file_id)")
             return None
         if not Path(value).expanduser().is_file():
             return f"file not found on the engine machine: {value} (upload it with POST /v1/files)"
@@ -520,16 +534,27 @@ class EngineService:
                     return f"input {name} is gone: {problem}"
         return None
 
-    def _resolved_request(self, request: dict[str, Any]) -> GenerationRequest:
-        """The stored request with `file:<id>` references turned into paths on this machine."""
-        data = dict(request)
+    def _resolved_request(self, job: Job) -> GenerationRequest:
+        """The job's validated request with `file:<id>` references turned into paths on this machine.
+
+        The request was validated when it was submitted (or when a restarted engine read it back);
+        only the audio inputs are swapped here, nothing is checked twice.
+        """
+        if job.parsed is None:
+            job.parsed = GenerationRequest.from_dict(job.request)
+        paths = {}
         for name in AUDIO_INPUT_FIELDS:
-            value = data.get(name)
+            value = getattr(job.parsed, name)
             if isinstance(value, str) and value:
                 self._check_input(name, value)
                 if value.startswith(FILE_REF_PREFIX):
-                    data[name] = str(self.store.upload_path(value[len(FILE_REF_PREFIX):]))
-        return GenerationRequest.from_dict(data)
+                    paths[name] = str(self._file_ref_path(value[len(FILE_REF_PREFIX):]))
+        return job.parsed.with_inputs(**paths)
+
+
+# `work` of a job whose pipeline does not count its work (stand-ins in tests).
+UNCOUNTED_WORK = {"encoded_frames": 0, "decoded_frames": 0, "dit_tokens": 0, "dit_steps": 0,
+                  "decoder_receptive_field": 0, "cache": {"source": "none", "conditioning": "miss"}}
 
 
 class ResultWriteError(EngineError):
