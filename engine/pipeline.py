@@ -236,7 +236,7 @@ class Pipeline:
         if dump and lm_plan is not None:
             dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
-            audio=audio_items, sample_rate=SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
+            audio=audio_items, sample_rate=request.output_sample_rate or SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
             models={"dit": self.dit_name, "lm": self.lm_name or ""}, work=work.to_dict(),
         )
@@ -359,6 +359,9 @@ class Pipeline:
         if self.fast_path:
             for audio, item_latents in zip(audio_items, latents):
                 self.sources.remember(torch.from_numpy(audio), item_latents)
+        if request.output_region is not None or request.output_sample_rate not in (None, SAMPLE_RATE):
+            audio_items = [shape_output(item, request.output_region, request.output_sample_rate or SAMPLE_RATE)
+                           for item in audio_items]
         timings["postprocess"] = time.perf_counter() - started
 
         dumped = None
@@ -452,6 +455,34 @@ def sampler_steps(settings: SamplerSettings) -> int:
     """Number of sampler steps (DiT calls) a settings object will run."""
     timesteps = settings.timesteps
     return len(timesteps) - 1 if float(timesteps[-1]) == 0.0 else len(timesteps)
+
+
+def shape_output(audio: np.ndarray, region: list[float] | None, rate: int,
+                 margin_s: float = 0.05) -> np.ndarray:
+    """[2, N] at 48 kHz -> the `region` [start_s, end_s] (end -1 = the end) at `rate`, cut sample-exact.
+
+    The cut is made at the target rate: samples int(start_s * rate) .. int(end_s * rate). Only the
+    region plus `margin_s` each side is resampled (soxr VHQ), so the filter sees real context.
+    """
+    total_s = audio.shape[-1] / SAMPLE_RATE
+    start_s, end_s = (0.0, total_s) if region is None else (float(region[0]), float(region[1]))
+    if end_s < 0 or end_s > total_s:
+        end_s = total_s
+    if start_s >= end_s:
+        raise EngineError(f"output_region: starts at {start_s:.3f} s, but the output is {total_s:.3f} s long")
+    if rate == SAMPLE_RATE:
+        return np.ascontiguousarray(audio[:, int(start_s * SAMPLE_RATE):int(end_s * SAMPLE_RATE)])
+    import soxr
+
+    lo = max(0, int((start_s - margin_s) * SAMPLE_RATE))
+    hi = min(audio.shape[-1], int((end_s + margin_s) * SAMPLE_RATE) + 1)
+    resampled = soxr.resample(np.ascontiguousarray(audio[:, lo:hi].T), SAMPLE_RATE, rate, quality="VHQ").T
+    first = int(start_s * rate) - round(lo * rate / SAMPLE_RATE)
+    length = int(end_s * rate) - int(start_s * rate)
+    out = np.zeros((audio.shape[0], length), dtype=np.float32)
+    piece = resampled[:, max(0, first):max(0, first) + length]
+    out[:, :piece.shape[-1]] = piece
+    return out
 
 
 def postprocess_audio(wave: torch.Tensor, hook=None, normalize: bool = True, target_db: float = -1.0) -> torch.Tensor:

@@ -99,6 +99,10 @@ class GenerationRequest:
     enable_normalization: bool = True
     normalization_db: float = -1.0
     audio_format: str = "wav"
+    # Only this part of the output, [start_s, end_s] in seconds of the full output (end -1 = its end);
+    # None = all of it. With `output_sample_rate` the cut is made at that rate, sample-exact.
+    output_region: list[float] | None = None
+    output_sample_rate: int | None = None  # None = 48000 (the model's rate); else resampled with soxr
     # The 5 Hz LM planner
     thinking: bool = False
     lm_temperature: float = 0.85
@@ -299,6 +303,7 @@ class GenerationRequest:
             if any(s < 0 or s >= 2 ** 63 for s in self.seeds):
                 raise RequestError("seeds", "seeds must be non-negative 64-bit integers")
         _check_choice("audio_format", self.audio_format, AUDIO_FORMATS)
+        _check_output_shape(self)
 
         self.lm_temperature = _in_range("lm_temperature", self.lm_temperature, 0.0, 5.0)
         if self.lm_temperature == 0.0:
@@ -319,6 +324,29 @@ class GenerationRequest:
 
 
 # ---------------------------------------------------------------- small helpers
+OUTPUT_RATE_RANGE = (8000, 192000)
+
+
+def _check_output_shape(request: "GenerationRequest") -> None:
+    """`output_region`: [start_s, end_s] with 0 <= start < end (end -1 = the end); `output_sample_rate`."""
+    if request.output_region is not None:
+        region = request.output_region
+        if not isinstance(region, (list, tuple)) or len(region) != 2:
+            raise RequestError("output_region", f"expected [start_s, end_s], got {region!r}")
+        start, end = (_as_float("output_region", value) for value in region)
+        if start < 0:
+            raise RequestError("output_region", f"start {start} s is before the output's start")
+        if end >= 0 and end <= start:
+            raise RequestError("output_region", f"end {end} s is not after start {start} s")
+        request.output_region = [start, end]
+    if request.output_sample_rate is not None:
+        rate = _as_int("output_sample_rate", request.output_sample_rate)
+        if not OUTPUT_RATE_RANGE[0] <= rate <= OUTPUT_RATE_RANGE[1]:
+            raise RequestError("output_sample_rate", f"{rate} Hz is outside {OUTPUT_RATE_RANGE[0]}-"
+                                                     f"{OUTPUT_RATE_RANGE[1]} Hz")
+        request.output_sample_rate = rate
+
+
 def _check_lm_constraints(constraints: dict[str, Any]) -> None:
     """bpm / duration: [low, high] inclusive; keyscale / timesignature / language: non-empty lists."""
     for key in ("bpm", "duration"):

@@ -13,7 +13,6 @@ condition and the null condition as one batch [cond; uncond] and combines them w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

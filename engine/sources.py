@@ -10,8 +10,9 @@ holds its latents plus one hash per 1920-sample hop. When a new waveform arrives
 
 A frame is reused only when every hop it reads (its encoder reach) is unchanged, and, near the end,
 when both waveforms end on the same sample, so a reused frame equals a fresh encode. The latents
-of generated results are stored too (`remember`), keyed by the audio as written, so repainting or
-continuing a take the engine just made encodes nothing. The store is an LRU bounded in bytes.
+of generated results are stored too (`remember`: the DiT's output latents, keyed by the audio as
+written), so repainting a take the engine just made encodes nothing, and continuing it encodes only
+the new span. The store is an LRU bounded in bytes.
 """
 
 from __future__ import annotations
@@ -176,8 +177,6 @@ class SourceCache:
             return entry.latents
         best, best_count = None, 0
         for candidate in self.entries.values():
-            if candidate.origin != "source":
-                continue
             reusable = reusable_frames(hashes, samples, candidate, reach)
             count = int(reusable.sum())
             if count > best_count:

@@ -29,9 +29,10 @@ class SmallOobleck(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        warnings.simplefilter("ignore", FutureWarning)  # diffusers builds Oobleck with the legacy weight_norm
-        self.encoder = OobleckEncoder(8, 2, STRIDES, [1, 1, 1, 1, 1])
-        self.decoder = OobleckDecoder(8, 4, 2, STRIDES[::-1], [1, 1, 1, 1, 1])
+        with warnings.catch_warnings():  # diffusers builds Oobleck with the legacy weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            self.encoder = OobleckEncoder(8, 2, STRIDES, [1, 1, 1, 1, 1])
+            self.decoder = OobleckDecoder(8, 4, 2, STRIDES[::-1], [1, 1, 1, 1, 1])
 
     def encode(self, wave):
         mean = self.encoder(wave)[:, :4]
