@@ -242,39 +242,36 @@ class Pipeline:
         )
 
     # ------------------------------------------------------------------ VAE with progress, cancel, caching
-    def _tile_progress(self, stage: str, what: str, emit, cancel):
-        def on_tile(done: int, total: int, _size: int) -> None:
+    def _tile_progress(self, stage: str, what: str, emit, cancel, count=None):
+        """A VAE `on_tile` hook: progress per tile, cancel between tiles, and `count(size)` of the work."""
+        def on_tile(done: int, total: int, size: int) -> None:
+            if count is not None:
+                count(size)
             emit(ProgressEvent(stage, done, total, f"{what}: tile {done}/{total}"))
             if cancel is not None and cancel():
                 raise Cancelled("cancelled")
         return on_tile
 
     def _audio_encoder(self, work: "Work", emit, cancel):
-        """Reference audio: encoded whole, its frames counted."""
-        on_tile = self._tile_progress("encode_audio", "encoding reference audio", emit, cancel)
-
-        def encode(wave: torch.Tensor) -> torch.Tensor:
-            latents = self.encode_waveform(wave, on_tile)
-            work.encoded_frames += latents.shape[0]
-            return latents
-        return encode
+        """Reference audio: encoded whole, every frame through the encoder counted."""
+        on_tile = self._tile_progress("encode_audio", "encoding reference audio", emit, cancel,
+                                      count=lambda samples: work.add_encoded(samples // HOP_SAMPLES))
+        return lambda wave: self.encode_waveform(wave, on_tile)
 
     def _source_encoder(self, work: "Work", emit, cancel):
         """Source audio: through the source cache on the fast path, else encoded whole."""
-        on_tile = self._tile_progress("encode_audio", "encoding source audio", emit, cancel)
+        on_tile = self._tile_progress("encode_audio", "encoding source audio", emit, cancel,
+                                      count=lambda samples: work.add_encoded(samples // HOP_SAMPLES))
 
         def encode_part(wave: torch.Tensor, start: int, end: int):
             return encode_span(self.vae, wave, start, end, self.encoder_reach, on_tile)
 
         def encode(wave: torch.Tensor) -> torch.Tensor:
             if not self.fast_path:
-                latents = self.encode_waveform(wave, on_tile)
-                work.encoded_frames += latents.shape[0]
                 work.source_cache = "miss"
-                return latents
+                return self.encode_waveform(wave, on_tile)
             report = EncodeReport()
             latents = self.sources.encode(wave, encode_part, self.encoder_reach, report)
-            work.encoded_frames += report.encoded_frames
             work.source_cache = report.status
             return latents.to(self.device, self.dtype)
         return encode
@@ -336,8 +333,10 @@ class Pipeline:
             settings.trace = trace
         work.dit_steps = sampler_steps(settings)
         work.dit_tokens = -(-cond.frames // self.dit.config.patch_size)
-        latents = sample(_Denoiser(self.dit, phases, settings.guidance_scale > 1.0), noise, settings,
-                         progress=emit, cancel=cancel)
+        denoiser = _Denoiser(self.dit, phases, settings.guidance_scale > 1.0)
+        # Off the fast path the sampler gets the plain call (no `prepare`): the step-by-step loop.
+        model_call = denoiser if self.fast_path else denoiser.__call__
+        latents = sample(model_call, noise, settings, progress=emit, cancel=cancel)
         timings["diffusion"] = time.perf_counter() - started
         if not torch.isfinite(latents).all():
             raise EngineError("the sampler produced NaN/Inf latents (try float32 or another seed)")
@@ -391,7 +390,6 @@ class Pipeline:
         crossfades) plus the decoder's reach, and takes the rest from the source; the splice then
         gives exactly what a full decode would.
         """
-        on_tile = self._tile_progress("decode", "decoding audio", emit, cancel)
         frames = latents.shape[1]
         splice = cond.splice
         total_samples = frames * HOP_SAMPLES
@@ -399,18 +397,15 @@ class Pipeline:
             start, end = splice.generated_frames(frames)
             span = end - start + self.decoder_reach.left_frames + self.decoder_reach.right_frames
             tiled = request.use_tiled_decode and span > self.single_decode_frames
-            part, decoded = decode_span(self.vae, latents, start, end, self.decoder_reach, tiled=tiled,
-                                        on_tile=on_tile)
-            work.decoded_frames += decoded
+            counted = self._tile_progress("decode", "decoding audio", emit, cancel, count=work.add_decoded)
+            part, _ = decode_span(self.vae, latents, start, end, self.decoder_reach, tiled=tiled, on_tile=counted)
             wave = splice.wave[..., :total_samples].to(part.device, torch.float32)
             wave = wave.expand(latents.shape[0], -1, -1).clone()
             wave[..., start * HOP_SAMPLES:end * HOP_SAMPLES] = part.float()
             return wave
 
-        def count(done: int, total: int, size: int) -> None:
-            work.decoded_frames += size
-            on_tile(done, total, size)
-        return self.vae.decode(latents, tiled=request.use_tiled_decode, on_tile=count).float()
+        counted = self._tile_progress("decode", "decoding audio", emit, cancel, count=work.add_decoded)
+        return self.vae.decode(latents, tiled=request.use_tiled_decode, on_tile=counted).float()
 
 
 @dataclass
@@ -424,6 +419,12 @@ class Work:
     decoder_receptive_field: int = 0     # latent frames each side, from the VAE's layers
     source_cache: str = "none"           # hit | partial | miss | none
     conditioning_cache: str = "miss"     # hit | miss
+
+    def add_encoded(self, frames: int) -> None:
+        self.encoded_frames += frames
+
+    def add_decoded(self, frames: int) -> None:
+        self.decoded_frames += frames
 
     def to_dict(self) -> dict:
         return {"encoded_frames": self.encoded_frames, "decoded_frames": self.decoded_frames,
