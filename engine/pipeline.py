@@ -232,13 +232,13 @@ class Pipeline:
                                     encode_audio=self._audio_encoder(work, emit, cancel))
             cond = build_conditioning(ctx, request, batch, progress, cancel)
             timings["encode_audio"] = time.perf_counter() - started
-            audio_items, dumped = self._run(request, cond, seeds, emit, cancel, dump, timings, work)
+            audio_items, full_items, dumped = self._run(request, cond, seeds, emit, cancel, dump, timings, work)
         if dump and lm_plan is not None:
             dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
             audio=audio_items, sample_rate=request.output_sample_rate or SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
-            models={"dit": self.dit_name, "lm": self.lm_name or ""}, work=work.to_dict(),
+            models={"dit": self.dit_name, "lm": self.lm_name or ""}, work=work.to_dict(), full_audio=full_items,
         )
 
     # ------------------------------------------------------------------ VAE with progress, cancel, caching
@@ -358,7 +358,9 @@ class Pipeline:
         if self.fast_path:
             for audio, item_latents in zip(audio_items, latents):
                 self.sources.remember(torch.from_numpy(audio), item_latents)
+        full_items = None
         if request.output_region is not None or request.output_sample_rate not in (None, SAMPLE_RATE):
+            full_items = audio_items
             audio_items = [shape_output(item, request.output_region, request.output_sample_rate or SAMPLE_RATE)
                            for item in audio_items]
         timings["postprocess"] = time.perf_counter() - started
@@ -380,7 +382,7 @@ class Pipeline:
                               context_latents_non_cover=second["context_latents"])
             dumped = {k: (v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
                       for k, v in dumped.items() if isinstance(v, torch.Tensor)}
-        return audio_items, dumped
+        return audio_items, full_items, dumped
 
     def _decode(self, latents: torch.Tensor, cond: Conditioning, request: GenerationRequest, work: "Work",
                 emit, cancel) -> torch.Tensor:
@@ -462,26 +464,29 @@ def shape_output(audio: np.ndarray, region: list[float] | None, rate: int,
                  margin_s: float = 0.05) -> np.ndarray:
     """[2, N] at 48 kHz -> the `region` [start_s, end_s] (end -1 = the end) at `rate`, cut sample-exact.
 
-    The cut is made at the target rate: samples int(start_s * rate) .. int(end_s * rate). Only the
-    region plus `margin_s` each side is resampled (soxr VHQ), so the filter sees real context.
+    The cut is made at the target rate: samples int(start_s * rate) .. int(end_s * rate), so a clip
+    of N bars has exactly N bars of samples; where the region runs past the output (the output is
+    whole 40 ms latent frames) the rest is silence. Only the region plus `margin_s` each side is
+    resampled (soxr VHQ), so the filter sees real context.
     """
     total_s = audio.shape[-1] / SAMPLE_RATE
     start_s, end_s = (0.0, total_s) if region is None else (float(region[0]), float(region[1]))
-    if end_s < 0 or end_s > total_s:
+    if end_s < 0:
         end_s = total_s
-    if start_s >= end_s:
+    if start_s >= total_s:
         raise EngineError(f"output_region: starts at {start_s:.3f} s, but the output is {total_s:.3f} s long")
-    if rate == SAMPLE_RATE:
-        return np.ascontiguousarray(audio[:, int(start_s * SAMPLE_RATE):int(end_s * SAMPLE_RATE)])
-    import soxr
-
-    lo = max(0, int((start_s - margin_s) * SAMPLE_RATE))
-    hi = min(audio.shape[-1], int((end_s + margin_s) * SAMPLE_RATE) + 1)
-    resampled = soxr.resample(np.ascontiguousarray(audio[:, lo:hi].T), SAMPLE_RATE, rate, quality="VHQ").T
-    first = int(start_s * rate) - round(lo * rate / SAMPLE_RATE)
-    length = int(end_s * rate) - int(start_s * rate)
+    first, length = int(start_s * rate), int(end_s * rate) - int(start_s * rate)
     out = np.zeros((audio.shape[0], length), dtype=np.float32)
-    piece = resampled[:, max(0, first):max(0, first) + length]
+    if rate == SAMPLE_RATE:
+        piece = audio[:, first:first + length]
+    else:
+        import soxr
+
+        lo = max(0, int((start_s - margin_s) * SAMPLE_RATE))
+        hi = min(audio.shape[-1], int((end_s + margin_s) * SAMPLE_RATE) + 1)
+        resampled = soxr.resample(np.ascontiguousarray(audio[:, lo:hi].T), SAMPLE_RATE, rate, quality="VHQ").T
+        offset = max(0, first - round(lo * rate / SAMPLE_RATE))
+        piece = resampled[:, offset:offset + length]
     out[:, :piece.shape[-1]] = piece
     return out
 

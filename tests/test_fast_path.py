@@ -123,6 +123,18 @@ def test_continuing_a_result_by_its_id_returns_only_the_new_chunk_at_the_host_ra
     assert audio.shape[0] == int(chunk_s[1] * 44100) - int(chunk_s[0] * 44100)
     assert np.abs(audio).max() > 0
 
+    # the next chunk continues the whole take (kept beside the chunk), not just the chunk
+    take, _ = soundfile.read(result["take_path"], dtype="float32", always_2d=True)
+    assert take.shape[0] == int(chunk_s[1] * FRAMES_PER_S) * HOP_SAMPLES
+    next_s = (chunk_s[1], chunk_s[1] + 3.0)
+    follow = _run(client, {"task_type": "repaint", "src_audio": f"file:{result['take_file_id']}",
+                           "caption": "warm rhodes", "repainting_start": next_s[0], "repainting_end": next_s[1],
+                           "inference_steps": 2, "seed": 6, "output_region": list(next_s)})
+    assert follow["work"]["cache"]["source"] == "partial"
+    assert follow["work"]["encoded_frames"] <= chunk_frames + 2 * (pipeline_reach(client) + 1) + 2
+    chunk, rate = soundfile.read(follow["results"][0]["path"], dtype="float32", always_2d=True)
+    assert rate == SAMPLE_RATE and chunk.shape[0] == int(next_s[1] * SAMPLE_RATE) - int(next_s[0] * SAMPLE_RATE)
+
 
 def pipeline_reach(client) -> int:
     return client.app.state.service.pipeline.encoder_reach.frames

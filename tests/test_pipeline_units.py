@@ -65,6 +65,8 @@ def test_output_region_is_cut_sample_exact_at_the_host_rate():
     t_host = (np.arange(host.shape[1]) + int(1.5 * 44100)) / 44100
     assert np.abs(host[0] - np.sin(2 * np.pi * 440 * t_host)).max() < 1e-3  # the same tone, in place
     assert shape_output(audio, [5.0, -1], 44100).shape == (2, int(6.0 * 44100) - int(5.0 * 44100))
+    past_the_end = shape_output(audio, [5.0, 6.5], 48000)  # the output is whole frames; the clip is exact
+    assert past_the_end.shape == (2, 72000) and not past_the_end[:, 48000:].any()
     with pytest.raises(EngineError, match="output_region"):
         shape_output(audio, [7.0, 8.0], 48000)
 

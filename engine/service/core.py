@@ -149,8 +149,7 @@ class EngineService:
                 changed = True
             self._jobs[job.id] = job
             for result in job.results:
-                if result.get("file_id") and result.get("path"):
-                    self._result_files[result["file_id"]] = Path(result["path"])
+                self._remember_result_files(result)
             if job.state == "queued":
                 self._queues.get(job.priority, self._queues["background"]).append(job)
             if changed:
@@ -401,7 +400,7 @@ class EngineService:
             job.work = getattr(output, "work", None) or dict(UNCOUNTED_WORK)
             job.lm_plan = output.lm_plan
             for result in results:
-                self._result_files[result["file_id"]] = Path(result["path"])
+                self._remember_result_files(result)
             if job.autogen and not self._stopping:
                 self._queue_follow_up(job)  # before "done", so listeners see `autogen_next`
             self._finish(job, "done", None)
@@ -430,6 +429,13 @@ class EngineService:
                     "sample_rate": sample_rate, "format": audio_format, "file_id": file_id,
                     "url": f"/v1/files/{file_id}", "name": path.name, "path": str(path),
                 })
+                full = getattr(output, "full_audio", None)
+                if full is not None:  # only part of the take came back: keep the whole take as a source
+                    from engine.audio_io import write_audio  # local: the service module stays torch-free
+
+                    take_path = path.with_name(f"{path.stem}-take.wav")
+                    write_audio(take_path, full[index])
+                    results[-1].update(take_file_id=new_id(), take_path=str(take_path))
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise ResultWriteError(f"could not write the result to {self.store.root}: {reason}") from None
@@ -438,6 +444,12 @@ class EngineService:
         return results
 
     # ================================================================ helpers
+    def _remember_result_files(self, result: dict[str, Any]) -> None:
+        """A result's file id (and its whole take's, when only part came back) -> path."""
+        for id_key, path_key in (("file_id", "path"), ("take_file_id", "take_path")):
+            if result.get(id_key) and result.get(path_key):
+                self._result_files[result[id_key]] = Path(result[path_key])
+
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         with self._lock:
             if self._running is job:
