@@ -1,9 +1,16 @@
 """`Pipeline`: the loaded ACE-Step 1.5 models and `generate(request) -> GenerationOutput`.
 
-Steps of one generation: (LM plan) -> task conditioning (`engine.tasks`) -> tokenise and encode
-caption/lyrics -> condition encoder + context latents -> sampler (`engine.samplers`) with a
-cross-attention cache per conditioning -> VAE decode -> peak clamp, task post-processing,
--1 dBFS normalisation. Models stay loaded between calls; `load_dit` swaps only the DiT.
+Steps of one generation: (LM plan) -> task conditioning (`engine.tasks`, through a `TaskContext`)
+-> encode each conditioning phase (caption/lyrics/timbre, condition encoder, context latents) ->
+sampler (`engine.samplers`) with a cross-attention cache per phase -> VAE decode -> peak clamp,
+repaint splice, -1 dBFS normalisation -> optional cut/resample (`output_region`,
+`output_sample_rate`).
+
+The fast path (`fast_path`, on by default) keeps what it computed: source latents by content
+(`engine.sources`), text-side encodings by prompt, and decodes only a repaint's region plus the
+decoder's receptive field (`engine.vae_span`). Every run reports its `work` (frames encoded and
+decoded, DiT tokens and steps, cache outcomes). Models stay loaded between calls; a request
+without `dit` runs on `default_dit`.
 """
 
 from __future__ import annotations

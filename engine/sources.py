@@ -177,6 +177,8 @@ class SourceCache:
             return entry.latents
         best, best_count = None, 0
         for candidate in self.entries.values():
+            if not any(a == b for a, b in zip(hashes, candidate.hashes)):
+                continue  # nothing in common at the same place
             reusable = reusable_frames(hashes, samples, candidate, reach)
             count = int(reusable.sum())
             if count > best_count:
