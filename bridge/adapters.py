@@ -44,8 +44,17 @@ class HostAdapter:
         `dest_path`; returns the path."""
         raise AdapterError(f"{self.name} cannot render audio")
 
+    def render_if_changed(self, start_s: float, end_s: float, dest_path: str, since: str | None,
+                          timeout_s: float = 120.0, source: str = "master",
+                          sample_rate: int | None = None) -> tuple[str | None, str | None]:
+        """Like `render`, but may answer (None, version) when the project has not changed since the
+        render that returned `version == since`. Hosts that cannot tell always render (version None).
+        `sample_rate`: render at this rate if the host can (else at the project rate)."""
+        return self.render(start_s, end_s, dest_path, timeout_s=timeout_s, source=source), None
+
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,
                track_name: str = "", replace: bool = False, length_s: float | None = None,
-               timeout_s: float = 30.0) -> None:
-        """Place `path` at `position_s` on `track` (None = selected) or on a new track."""
+               group: str = "", timeout_s: float = 30.0) -> None:
+        """Place `path` at `position_s` on `track` (None = selected) or on a new track. New tracks
+        with the same `group` (one action's stems) follow each other in insertion order."""
         raise AdapterError(f"{self.name} cannot insert clips")

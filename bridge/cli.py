@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="REAPER web interface, e.g. http://127.0.0.1:8080, to read the meter (BEATPOS)")
     g.add_argument("--reaper-mailbox", default=None,
                    help="folder shared with ace_companion.lua (default ~/.ace-companion/reaper)")
+    g.add_argument("--reaper-wake-action", default=None, metavar="COMMAND_ID",
+                   help="command id of ace_companion_wake.lua (e.g. _RS1a2b...): the bridge runs it over "
+                        "OSC so the script answers at once instead of within 0.1 s")
     g.add_argument("--render-source", choices=RENDER_SOURCES, default="master",
                    help="what ace_companion.lua renders as source audio: the master mix or the selected track "
                         "(default master)")
@@ -49,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--midi-virtual", action="store_true",
                    help="create a virtual MIDI input named --midi-in or 'ACE Companion' (macOS/Linux)")
     g.add_argument("--midi-map", action="append", default=[], metavar="MAPPING",
-                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems (repeatable)")
+                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems, note:64=jam "
+                        "(start/stop), note:65=sketch (repeatable)")
     g.add_argument("--list-midi", action="store_true", help="list MIDI inputs and exit")
     g = parser.add_argument_group("clips and requests")
     g.add_argument("--output", default=default_output_dir(),
@@ -61,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the song's mix exported from the start (for DAWs that cannot render: Ableton, MIDI)")
     g.add_argument("--source-offset", type=float, default=0.0,
                    help="project time in seconds of the source file's first sample (default 0)")
+    g.add_argument("--no-source-cache", action="store_true",
+                   help="render and upload the source for every action, even when nothing changed")
     g.add_argument("--snap", choices=SNAP_MODES, default="nearest", help="snap regions to bars (default nearest)")
     g.add_argument("--insert", choices=INSERT_MODES, default="replace",
                    help="replace the selection, add on the selected track, put on a new track, or only offer "
@@ -91,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
         engine_url=args.engine_url, token=args.token, host=args.host, osc_host=args.osc_host,
         osc_port=args.osc_port, reply_port=args.reply_port, reaper_listen_port=args.reaper_listen_port,
         reaper_port=args.reaper_port, reaper_web_url=args.reaper_web_url, reaper_mailbox=args.reaper_mailbox,
-        render_source=args.render_source,
+        render_source=args.render_source, reaper_wake_action=args.reaper_wake_action,
+        source_cache=not args.no_source_cache,
         ableton_port=args.ableton_port, ableton_listen_port=args.ableton_listen_port,
         ableton_insert_port=args.ableton_insert_port, midi_in=args.midi_in, midi_virtual=args.midi_virtual,
         midi_mappings=list(args.midi_map), output_dir=os.path.abspath(os.path.expanduser(args.output)),
@@ -106,8 +113,15 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
     return config
 
 
+def quiet_http_logs(level: str) -> None:
+    """httpx logs every request (engine calls, the once-a-second BEATPOS poll) at INFO: only at debug."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="bridge: %(levelname)s %(message)s")
+    quiet_http_logs(args.log_level)
     if args.list_midi:
         from bridge.midi import MidiUnavailable, list_inputs
         try:

@@ -1,9 +1,9 @@
 """Audio in and out of the bridge: context audio for the engine, result -> bar-exact host clip.
 
-Time bookkeeping: every audio array here is [channels, frames] float32, and "window" audio
+Time bookkeeping: every audio array here is [channels, samples] float32, and "window" audio
 starts at a known project time. Results are resampled to the host rate *before* cutting, so
 the cut is exact in host samples: the clip for region [a, b) starts at project sample
-round(a * host_sr) and has round(b * host_sr) - round(a * host_sr) frames.
+round(a * host_sr) and has round(b * host_sr) - round(a * host_sr) samples.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import soxr
 
 from bridge.grid import Region, TempoMap, seconds_to_samples, span_samples
 from bridge.wavchunks import AcidInfo, BextInfo, key_to_midi_note, write_wav
+from engine.units import SAMPLE_RATE
 
-ENGINE_SAMPLE_RATE = 48000  # ACE-Step's native rate; context audio is sent at this rate
+ENGINE_SAMPLE_RATE = SAMPLE_RATE  # context audio is sent at the engine's rate
 
 
 class ClipError(ValueError):
@@ -28,7 +29,7 @@ class ClipError(ValueError):
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read any audio file soundfile knows as float32 [channels, frames] (mono is doubled to stereo)."""
+    """Read any audio file soundfile knows as float32 [channels, samples] (mono is doubled to stereo)."""
     try:
         data, sr = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
@@ -50,10 +51,10 @@ def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
-def take(audio: np.ndarray, offset: int, frames: int) -> np.ndarray:
-    """`frames` frames from `offset`, zero-filled where the audio does not reach."""
-    out = np.zeros((audio.shape[0], frames), dtype=np.float32)
-    lo, hi = max(offset, 0), min(offset + frames, audio.shape[1])
+def take(audio: np.ndarray, offset: int, length_samples: int) -> np.ndarray:
+    """`length_samples` samples from `offset`, zero-filled where the audio does not reach."""
+    out = np.zeros((audio.shape[0], length_samples), dtype=np.float32)
+    lo, hi = max(offset, 0), min(offset + length_samples, audio.shape[1])
     if hi > lo:
         out[:, lo - offset:hi - offset] = audio[:, lo:hi]
     return out
@@ -77,10 +78,10 @@ def source_excerpt(path: str | os.PathLike, start_s: float, end_s: float, out_sr
     resampled to `out_sr`; silence where the file does not reach. Reads only that part of the file."""
     try:
         with sf.SoundFile(os.fspath(path)) as fh:
-            sr, total = fh.samplerate, fh.frames
+            sr, total_samples = fh.samplerate, fh.frames
             a = seconds_to_samples(start_s - file_offset_s, sr)
-            frames = span_samples(start_s, end_s, sr)
-            lo, hi = max(a, 0), min(a + frames, total)
+            length_samples = span_samples(start_s, end_s, sr)
+            lo, hi = max(a, 0), min(a + length_samples, total_samples)
             part = np.zeros((0, fh.channels), dtype=np.float32)
             if hi > lo:
                 fh.seek(lo)
@@ -92,7 +93,7 @@ def source_excerpt(path: str | os.PathLike, start_s: float, end_s: float, out_sr
     audio = part.T
     if audio.shape[0] == 1:
         audio = np.concatenate([audio, audio])
-    excerpt = np.zeros((2, frames), dtype=np.float32)
+    excerpt = np.zeros((2, length_samples), dtype=np.float32)
     if hi > lo:
         excerpt[:, lo - a:hi - a] = audio[:2]
     out = resample(excerpt, sr, out_sr)
@@ -108,7 +109,7 @@ def write_context(path: str | os.PathLike, audio: np.ndarray, sample_rate: int =
 def cut_result(audio: np.ndarray, result_sr: int, window_start_s: float, region: Region, host_sr: int,
                fade_ms: float = 10.0) -> np.ndarray:
     """The part of a result (which starts at project time `window_start_s`) covering `region`,
-    at `host_sr`, exactly `region.samples(host_sr)` frames, with edge fades."""
+    at `host_sr`, exactly `region.samples(host_sr)` samples, with edge fades."""
     host = resample(audio, result_sr, host_sr)
     offset = seconds_to_samples(region.start_s, host_sr) - seconds_to_samples(window_start_s, host_sr)
     clip = take(host, offset, region.samples(host_sr))

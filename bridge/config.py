@@ -6,12 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.actions import BASE_DIT, INSERT_MODES, SNAP_MODES
 from engine.client import DEFAULT_URL
 
+__all__ = ["BridgeConfig", "HOSTS", "INSERT_MODES", "RENDER_SOURCES", "SNAP_MODES", "default_output_dir"]
+
 HOSTS = ("auto", "reaper", "ableton", "midi", "none")
-ACTIONS = ("generate", "repaint", "continue", "cover", "stems", "extract")
-INSERT_MODES = ("replace", "add", "new_track", "none")  # add = on the selected track, nothing removed
-SNAP_MODES = ("nearest", "outward", "inward", "off")
 RENDER_SOURCES = ("master", "track")
 
 
@@ -35,6 +35,7 @@ class BridgeConfig:
     reaper_web_url: str | None = None  # e.g. http://127.0.0.1:8080 for BEATPOS (meter)
     reaper_mailbox: str | None = None  # folder shared with ace_companion.lua
     render_source: str = "master"  # what REAPER renders as source audio: master mix or the selected track
+    reaper_wake_action: str | None = None  # command id of ace_companion_wake.lua, run over OSC per command
     # Ableton: AbletonOSC on 11000, replies on 11001; our Remote Script on 11010
     live_host: str = "127.0.0.1"
     ableton_port: int = 11000
@@ -51,6 +52,7 @@ class BridgeConfig:
     sample_format: str = "pcm24"
     source_file: str | None = None  # project mix from time 0 (hosts that cannot render)
     source_offset_s: float = 0.0  # project time of the source file's first sample
+    source_cache: bool = True  # reuse the uploaded source while the project/file is unchanged
     snap: str = "nearest"
     insert_mode: str = "replace"
     fade_ms: float = 10.0
@@ -59,7 +61,7 @@ class BridgeConfig:
     continue_bars: float | None = None  # None = as many bars as the region
     stems: tuple[str, ...] = ("drums", "bass", "vocals")
     # extract runs on a base DiT only (the engine refuses turbo); None = whatever the engine has loaded
-    extract_dit: str | None = "acestep-v15-base"
+    extract_dit: str | None = BASE_DIT
     request_defaults: dict[str, Any] = field(default_factory=dict)  # GenerationRequest fields
     job_timeout_s: float = 1800.0
     render_timeout_s: float = 120.0

@@ -15,23 +15,14 @@ import bisect
 import math
 from dataclasses import dataclass
 
-# The engine accepts at most 600 s of audio (engine.request.MAX_DURATION_S); the bridge keeps the
-# model input well below that by default because cost grows with the window.
-ENGINE_MAX_CONTEXT_S = 600.0
+from engine.units import MAX_DURATION_S
+
+# The engine accepts at most MAX_DURATION_S of audio; the bridge keeps the model input well
+# below that by default because cost grows with the window.
 DEFAULT_MAX_CONTEXT_S = 240.0
 MIN_CONTEXT_S = 10.0  # ACE-Step's audio_duration floor
 FULL_MASK_RATIO = 0.95  # a region this full of its window gets padding (a full mask is out of distribution)
 FULL_MASK_PAD_S = 1.0
-
-# Region length limits per bridge action, in seconds (for `continue`: the new part).
-REGION_LIMITS: dict[str, tuple[float, float]] = {
-    "repaint": (3.0, 90.0),
-    "continue": (3.0, 90.0),
-    "cover": (3.0, DEFAULT_MAX_CONTEXT_S),
-    "stems": (3.0, DEFAULT_MAX_CONTEXT_S),
-    "extract": (3.0, DEFAULT_MAX_CONTEXT_S),
-    "generate": (3.0, DEFAULT_MAX_CONTEXT_S),
-}
 
 
 class GridError(ValueError):
@@ -314,14 +305,6 @@ def region_bars(region: Region, tempo: TempoLike) -> tuple[float, float]:
     return a, b - a
 
 
-def check_region_length(region: Region, action: str, limits: dict[str, tuple[float, float]] | None = None) -> None:
-    lo, hi = (limits or REGION_LIMITS).get(action, (3.0, DEFAULT_MAX_CONTEXT_S))
-    if region.length_s < lo - 1e-9:
-        raise GridError(f"the region is {region.length_s:.2f} s; {action} needs at least {lo:g} s")
-    if region.length_s > hi + 1e-9:
-        raise GridError(f"the region is {region.length_s:.2f} s; {action} allows at most {hi:g} s")
-
-
 # ------------------------------------------------------------------ context windows
 @dataclass(frozen=True)
 class ContextWindow:
@@ -349,7 +332,7 @@ def context_window(region: Region, *, min_window_s: float = MIN_CONTEXT_S,
     project start allows, padded by `pad_s` per side when the region fills >= `fill_ratio`
     of the window (more padding where 1 s is not enough), widened to whole bars when `tempo` is given, never longer than `max_window_s`.
     """
-    max_window_s = min(_finite("max_window_s", max_window_s), ENGINE_MAX_CONTEXT_S)
+    max_window_s = min(_finite("max_window_s", max_window_s), MAX_DURATION_S)
     if min_window_s > max_window_s:
         raise GridError(f"min context {min_window_s:g} s is longer than max context {max_window_s:g} s")
     length = region.length_s
@@ -391,7 +374,7 @@ def continuation_window(region: Region, new_length_s: float, *, min_window_s: fl
     new_length_s = _finite("continuation length", new_length_s)
     if new_length_s <= 0:
         raise GridError(f"continuation length {new_length_s:g} s must be positive")
-    max_window_s = min(_finite("max_window_s", max_window_s), ENGINE_MAX_CONTEXT_S)
+    max_window_s = min(_finite("max_window_s", max_window_s), MAX_DURATION_S)
     new_part = Region(region.end_s, region.end_s + new_length_s)
     end = new_part.end_s
     start = min(region.start_s, end - min_window_s)

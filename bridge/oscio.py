@@ -3,18 +3,26 @@
 Sending from the listening socket matters: AbletonOSC and our REAPER/command peers reply to
 the sender's address, so replies come back to the same port. Handler exceptions are logged
 and swallowed, so one bad message never stops the server.
+
+Nothing a sender puts in a packet can stall the socket:
+- bundles are dispatched at once; their timetags are ignored (python-osc's dispatcher would
+  sleep until a timetag in the future, holding the only receiving thread);
+- addresses are matched exactly (a mapped `*` stands for one whole path segment), never by
+  turning the incoming address into a regular expression; an incoming address that is itself a
+  pattern (`*?[]{}`) matches nothing, and under `/acecomp/` it is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socketserver
 import threading
 from typing import Any, Callable
 
-from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_bundle import OscBundle
+from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_server import BlockingOSCUDPServer
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +89,53 @@ def str_arg(args: tuple, index: int, name: str) -> str:
     return value
 
 
+PATTERN_CHARS = frozenset("*?[]{}")
+MAX_BUNDLE_DEPTH = 8
+
+
+def packet_messages(data: bytes) -> list[OscMessage]:
+    """The messages of a datagram in order, bundles flattened, timetags ignored."""
+    if OscBundle.dgram_is_bundle(data):
+        return _flatten(OscBundle(data), 0)
+    if OscMessage.dgram_is_message(data):
+        return [OscMessage(data)]
+    raise ValueError("not an OSC message or bundle")
+
+
+def _flatten(bundle: OscBundle, depth: int) -> list[OscMessage]:
+    if depth >= MAX_BUNDLE_DEPTH:
+        raise ValueError(f"bundles nested deeper than {MAX_BUNDLE_DEPTH}")
+    messages: list[OscMessage] = []
+    for content in bundle:
+        messages.extend(_flatten(content, depth + 1) if isinstance(content, OscBundle) else [content])
+    return messages
+
+
+def is_pattern(address: str) -> bool:
+    return any(char in PATTERN_CHARS for char in address)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.server.endpoint._receive(self.request[0], self.client_address)
+
+
+class _UDPServer(socketserver.UDPServer):
+    max_packet_size = 65536
+
+    def __init__(self, address: Address, endpoint: "OscEndpoint"):
+        self.endpoint = endpoint
+        super().__init__(address, _Handler)
+
+
 class OscEndpoint:
     def __init__(self, host: str, port: int, name: str = "osc"):
         self.name = name
-        self.dispatcher = Dispatcher()
-        self.dispatcher.set_default_handler(self._unknown, needs_reply_address=True)
+        self._exact: dict[str, Handler] = {}
+        self._segment_patterns: list[tuple[tuple[str, ...], Handler]] = []
         self._unknown_handler: Handler | None = None
-        self.server = BlockingOSCUDPServer((host, port), self.dispatcher)
+        self._refused_handler: Handler | None = None
+        self.server = _UDPServer((host, port), self)
         self._thread: threading.Thread | None = None
         self._send_lock = threading.Lock()
 
@@ -101,22 +149,56 @@ class OscEndpoint:
         return self.address[1]
 
     def map(self, address: str, handler: Handler) -> None:
-        def safe(sender, addr, *args):
-            try:
-                handler(sender, addr, *args)
-            except Exception:
-                log.exception("%s: handler for %s failed", self.name, addr)
-        self.dispatcher.map(address, safe, needs_reply_address=True)
+        """Call `handler(sender, address, *args)` for `address`; a `*` segment matches any one segment."""
+        if "*" in address:
+            self._segment_patterns.append((tuple(address.split("/")), handler))
+        else:
+            self._exact[address] = handler
 
     def on_unknown(self, handler: Handler) -> None:
         self._unknown_handler = handler
 
-    def _unknown(self, sender, address, *args):
-        if self._unknown_handler is not None:
-            try:
-                self._unknown_handler(sender, address, *args)
-            except Exception:
-                log.exception("%s: unknown-address handler failed", self.name)
+    def on_refused(self, handler: Handler) -> None:
+        """`handler(sender, address, reason)` for a pattern address sent to our `/acecomp/` namespace."""
+        self._refused_handler = handler
+
+    def handler_for(self, address: str) -> Handler | None:
+        handler = self._exact.get(address)
+        if handler is not None or is_pattern(address):
+            return handler if handler is not None and not is_pattern(address) else None
+        parts = address.split("/")
+        for pattern, candidate in self._segment_patterns:
+            if len(pattern) == len(parts) and all(p == "*" or p == a for p, a in zip(pattern, parts)):
+                return candidate
+        return None
+
+    def _receive(self, data: bytes, sender: Address) -> None:
+        try:
+            messages = packet_messages(data)
+        except Exception as exc:  # malformed datagrams are dropped, the socket keeps serving
+            log.debug("%s: dropped a malformed packet from %s: %s", self.name, sender, exc)
+            return
+        for message in messages:
+            self._dispatch(sender, message.address, tuple(message.params))
+
+    def _dispatch(self, sender: Address, address: str, args: tuple) -> None:
+        if is_pattern(address):
+            if address.startswith("/acecomp/") and self._refused_handler is not None:
+                self._call(self._refused_handler, sender, address,
+                           ("OSC address patterns are not accepted under /acecomp/: send the exact address",))
+            return
+        handler = self.handler_for(address)
+        if handler is None:
+            if self._unknown_handler is not None:
+                self._call(self._unknown_handler, sender, address, args)
+            return
+        self._call(handler, sender, address, args)
+
+    def _call(self, handler: Handler, sender: Address, address: str, args: tuple) -> None:
+        try:
+            handler(sender, address, *args)
+        except Exception:
+            log.exception("%s: handler for %s failed", self.name, address)
 
     def start(self) -> None:
         if self._thread is None:

@@ -131,7 +131,7 @@ class SmplInfo:
 
 @dataclass
 class WavFile:
-    audio: np.ndarray  # float32 [channels, frames]
+    audio: np.ndarray  # float32 [channels, samples]
     sample_rate: int
     sample_format: str
     acid: AcidInfo | None = None
@@ -140,7 +140,7 @@ class WavFile:
     chunks: list[str] = field(default_factory=list)  # chunk ids in file order
 
     @property
-    def frames(self) -> int:
+    def length_samples(self) -> int:
         return int(self.audio.shape[1])
 
 
@@ -180,7 +180,7 @@ def _encode(audio: np.ndarray, sample_format: str) -> bytes:
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, sample_format: str = "pcm24",
               acid: AcidInfo | None = None, bext: BextInfo | None = None, smpl: SmplInfo | None = None) -> str:
-    """Write `audio` ([channels, frames] float, -1..1) as a WAV with optional metadata chunks.
+    """Write `audio` ([channels, samples] float, -1..1) as a WAV with optional metadata chunks.
 
     The file is written to a temporary name and renamed, so a reader never sees half a file.
     """
@@ -190,7 +190,7 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, s
     if audio.ndim == 1:
         audio = audio[None, :]
     if audio.ndim != 2 or not 1 <= audio.shape[0] <= 8:
-        raise WavError(f"audio must be [channels, frames] with 1-8 channels, got shape {audio.shape}")
+        raise WavError(f"audio must be [channels, samples] with 1-8 channels, got shape {audio.shape}")
     channels = audio.shape[0]
     fmt_code, bits = SAMPLE_FORMATS[sample_format]
     block = channels * bits // 8
@@ -251,8 +251,8 @@ def _decode(data: bytes, fmt_code: int, bits: int, channels: int) -> np.ndarray:
         flat = ints.astype(np.float32) / 8388608.0
     else:
         raise WavError(f"unsupported WAV encoding (format {fmt_code}, {bits} bit)")
-    frames = len(flat) // channels
-    return flat[: frames * channels].reshape(frames, channels).T.copy()
+    length_samples = len(flat) // channels
+    return flat[: length_samples * channels].reshape(length_samples, channels).T.copy()
 
 
 def read_wav(path: str | os.PathLike) -> WavFile:
@@ -279,8 +279,8 @@ def read_wav(path: str | os.PathLike) -> WavFile:
 
 
 def describe(wav: WavFile) -> dict[str, Any]:
-    """A JSON-friendly summary (frames, rate, tempo, beats, meter, time reference)."""
-    out: dict[str, Any] = {"frames": wav.frames, "sample_rate": wav.sample_rate, "channels": wav.audio.shape[0],
+    """A JSON-friendly summary (length in samples, rate, tempo, beats, meter, time reference)."""
+    out: dict[str, Any] = {"length_samples": wav.length_samples, "sample_rate": wav.sample_rate, "channels": wav.audio.shape[0],
                            "format": wav.sample_format}
     if wav.acid:
         out.update(tempo=wav.acid.tempo, beats=wav.acid.num_beats,

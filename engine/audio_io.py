@@ -10,6 +10,9 @@ Everything the models see is stereo float32 at 48 kHz, shaped [2, samples], in [
 * samples are clamped to [-1, 1].
 
 Unreadable, empty, all-silent, non-finite and over-long files raise `EngineError` naming the file.
+So do files whose decoded size (frames x channels) would pass `MAX_DECODED_VALUES`: a few hundred
+KB of FLAC can hold 8 channels at 96 kHz, gigabytes once decoded, so the size is checked from the
+header before any sample is read, and only the two kept channels are held while reading.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from engine.units import MAX_DURATION_S, SAMPLE_RATE
 MAX_SECONDS = MAX_DURATION_S
 # A file whose peak stays below this is treated as digital silence (24-bit LSB is ~1.2e-7).
 SILENCE_PEAK = 1e-6
+
+# The most float32 values a file may decode to: 600 s of stereo at 48 kHz (about 230 MB).
+MAX_DECODED_VALUES = int(MAX_SECONDS * SAMPLE_RATE * 2)
+MAX_SOURCE_RATE = 384000
+READ_BLOCK_FRAMES = 1 << 18
 
 REFERENCE_SECONDS = 30
 REFERENCE_WINDOW_SECONDS = 10
@@ -51,8 +59,11 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS, what: 
     if seconds > max_seconds:
         raise EngineError(f"{what} '{name}' is {seconds / 60:.1f} minutes long; "
                           f"the limit is {max_seconds / 60:.0f} minutes")
+    problem = decode_problem(info.frames, info.channels, info.samplerate)
+    if problem:
+        raise EngineError(f"{what} '{name}' {problem}")
     try:
-        data, rate = sf.read(name, dtype="float32", always_2d=True)  # [samples, channels]
+        data, rate = _read_first_two_channels(name, info.frames)  # [samples, channels]
     except Exception as exc:
         raise EngineError(f"{what} '{name}' could not be decoded ({_short(exc)})") from None
     if data.shape[0] == 0:
@@ -63,6 +74,35 @@ def load_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS, what: 
     if not allow_silent and float(np.abs(wave).max()) < SILENCE_PEAK:
         raise EngineError(f"{what} '{name}' is silent (every sample is zero)")
     return torch.from_numpy(np.ascontiguousarray(wave))
+
+
+def decode_problem(frames: int, channels: int, sample_rate: int) -> str | None:
+    """Why a file of this shape is not decoded (it would cost too much memory), or None."""
+    if not 0 < sample_rate <= MAX_SOURCE_RATE:
+        return f"has a sample rate of {sample_rate} Hz; the limit is {MAX_SOURCE_RATE} Hz"
+    if channels > 64:
+        return f"has {channels} channels; the limit is 64"
+    values = frames * channels
+    if values > MAX_DECODED_VALUES:
+        return (f"would decode to {channels} channels x {frames / sample_rate:.0f} s at {sample_rate} Hz = "
+                f"{values / 1e6:.0f} million samples, over the limit of {MAX_DECODED_VALUES / 1e6:.0f} million "
+                f"({MAX_SECONDS:.0f} s of stereo at 48 kHz); export a shorter stereo mix")
+    return None
+
+
+def _read_first_two_channels(name: str, frames: int) -> tuple[np.ndarray, int]:
+    """Decode block by block, keeping at most two channels and at most `frames` frames."""
+    with sf.SoundFile(name) as fh:
+        kept = min(fh.channels, 2)
+        out = np.empty((frames, kept), dtype=np.float32)
+        filled = 0
+        while filled < frames:
+            block = fh.read(min(READ_BLOCK_FRAMES, frames - filled), dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            out[filled:filled + block.shape[0]] = block[:, :kept]
+            filled += block.shape[0]
+        return out[:filled], fh.samplerate
 
 
 def to_stereo_48k(data: np.ndarray, rate: int) -> np.ndarray:

@@ -28,6 +28,9 @@ from typing import Iterable
 from engine.types import CheckpointError
 
 ENV_ROOT = "ACE_COMPANION_CHECKPOINTS"
+# `make-tiny-checkpoints` leaves this file in every folder it writes: the weights are random.
+TINY_MARKER = "ace-companion-tiny.json"
+TINY_WARNING = "tiny random weights: output is noise"
 
 DIT_MODELS = (
     "acestep-v15-turbo",
@@ -300,11 +303,28 @@ def folder_size(folder: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def is_tiny(folder: str | os.PathLike) -> bool:
+    """True for a folder written by `make-tiny-checkpoints` (random weights, renders noise)."""
+    return (Path(folder) / TINY_MARKER).is_file()
+
+
+def tiny_in_use(root: str | os.PathLike, dit: str | None, lm: str | None = None) -> bool:
+    """Whether any folder the engine loads (DiT, VAE, text encoder, LM) holds tiny random weights."""
+    root = Path(root)
+    names = [VAE_DIR, TEXT_ENCODER_DIR] + ([dit] if dit else [])
+    if lm:
+        try:
+            names.append(lm_folder_name(lm))
+        except CheckpointError:
+            names.append(lm)
+    return any(is_tiny(root / name) for name in names)
+
+
 def describe_root(root: str | os.PathLike | None = None) -> list[dict]:
     """One entry per registry folder: what is on disk under the checkpoints root.
 
     Keys: name, kind, repo_id, description, present (the folder exists), complete (it
-    validates), size (bytes on disk), approx_size (published download size), problem
+    validates), tiny (random weights from `make-tiny-checkpoints`), size (bytes on disk), approx_size (published download size), problem
     (the validation message when present but incomplete, else None).
     """
     root = resolve_root(root)
@@ -325,6 +345,7 @@ def describe_root(root: str | os.PathLike | None = None) -> list[dict]:
             "description": spec.description,
             "present": present,
             "complete": present and problem is None,
+            "tiny": present and is_tiny(folder),
             "size": folder_size(folder),
             "approx_size": spec.approx_size,
             "problem": problem,

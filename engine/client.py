@@ -3,7 +3,7 @@
 The DAW bridge and the control window use this to talk to `ace-companion engine`,
 which may run on this machine or on another one (then with a bearer token).
 
-    client = EngineClient("http://127.0.0.1:8765")
+    client = EngineClient("http://127.0.0.1:8001")
     job_id = client.submit({"caption": "warm lo-fi piano", "duration": 10})
     job = client.wait(job_id, timeout=300, on_progress=lambda j: print(j["progress"]))
     client.download(job["results"][0]["file_id"], "take1.wav")
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_URL = "http://127.0.0.1:8001"
 FINAL_STATES = ("done", "failed", "cancelled")
 
 # Sentinel so that `load_models(lm=None)` (unload the LM) differs from "leave the LM alone".
@@ -46,7 +46,10 @@ class EngineClient:
         self.base_url = base_url.rstrip("/")
         self.token = token or None
         self.timeout = timeout
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        # The engine refuses form/multipart POSTs without this header (a web page cannot add it unasked).
+        headers = {"X-ACE-Companion": "1"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     # ----------------------------------------------------------- plumbing

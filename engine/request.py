@@ -18,6 +18,8 @@ from engine.units import MAX_DURATION_S
 
 TASK_TYPES = ("text2music", "repaint", "cover", "lego", "extract", "complete")
 SOURCE_TASKS = ("repaint", "cover", "lego", "extract", "complete")
+# Tasks only the base DiT was trained for: a turbo DiT refuses them.
+BASE_ONLY_TASKS = ("lego", "extract", "complete")
 TRACK_NAMES = (
     "woodwinds", "brass", "fx", "synth", "strings", "percussion",
     "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",
@@ -304,6 +306,7 @@ class GenerationRequest:
                 raise RequestError("seeds", "seeds must be non-negative 64-bit integers")
         _check_choice("audio_format", self.audio_format, AUDIO_FORMATS)
         _check_output_shape(self)
+        self._check_numeric_ranges()
 
         self.lm_temperature = _in_range("lm_temperature", self.lm_temperature, 0.0, 5.0)
         if self.lm_temperature == 0.0:
@@ -321,6 +324,19 @@ class GenerationRequest:
                 if key not in allowed:
                     raise RequestError("lm_constraints", f"unknown field '{key}' (allowed: {sorted(allowed)})")
             _check_lm_constraints(self.lm_constraints)
+
+
+    def _check_numeric_ranges(self) -> None:
+        """Finite, bounded values for the numeric fields checked nowhere else (HTTP: 422 naming them)."""
+        self.normalization_db = _in_range("normalization_db", self.normalization_db, -60.0, 0.0)
+        self.dcw_scaler = _in_range("dcw_scaler", self.dcw_scaler, 0.0, 1.0)
+        self.dcw_high_scaler = _in_range("dcw_high_scaler", self.dcw_high_scaler, 0.0, 1.0)
+        for name in ("repainting_start", "repainting_end", "duration"):
+            value = getattr(self, name)
+            if value is not None and not -2 * MAX_DURATION_S <= value <= 2 * MAX_DURATION_S:
+                raise RequestError(name, f"{value} s is outside -{2 * MAX_DURATION_S:g}..{2 * MAX_DURATION_S:g} s")
+        if self.seed is not None and self.seed < -2 ** 63:
+            raise RequestError("seed", "must fit in 64 bits")
 
 
 # ---------------------------------------------------------------- small helpers
@@ -414,35 +430,37 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 
 def _as_int(name: str, value: Any) -> int:
+    """A JSON integer (or a float with no fraction); never a string, a bool, NaN or infinity."""
     if isinstance(value, bool):
         raise RequestError(name, f"expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise RequestError(name, f"expected an integer, got {value!r}")
+    raise RequestError(name, f"expected an integer, got {_shown(value)}")
 
 
 def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise RequestError(name, f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
+    """A finite JSON number; never a string, a bool, NaN, infinity or an integer too big for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(name, f"expected a number, got {_shown(value)}")
+    try:
         result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise RequestError(name, f"expected a number, got {value!r}") from None
-    else:
-        raise RequestError(name, f"expected a number, got {type(value).__name__}")
+    except OverflowError:
+        raise RequestError(name, f"{_shown(value)} is out of range") from None
     if not math.isfinite(result):
-        raise RequestError(name, f"must be a finite number, got {value!r}")
+        raise RequestError(name, f"must be a finite number, got {_shown(value)}")
     return result
+
+
+def _shown(value: Any) -> str:
+    """A short rendering of a bad value for an error message (a 5,000-digit integer is not echoed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 30:
+        return f"an integer with {len(str(abs(value)))} digits"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 def _in_range(name: str, value: Any, lo: float, hi: float) -> float:

@@ -128,7 +128,8 @@ def prepare_source(request: GenerationRequest, encode: EncodeFn, decode_codes: D
     if request.src_audio is None:
         raise RequestError("src_audio", f"task '{task}' needs a source audio file")
 
-    wave = load_audio(request.src_audio, what="source audio")
+    # lego builds on its source: silence is a valid canvas (an empty project), as upstream accepts it
+    wave = load_audio(request.src_audio, what="source audio", allow_silent=(task == "lego"))
     source_samples = wave.shape[-1]
     source_seconds = source_samples / SAMPLE_RATE
     region = None

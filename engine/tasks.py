@@ -19,14 +19,13 @@ import torch
 
 from engine.prompts import TEXT2MUSIC_INSTRUCTION, request_prompts
 from engine.regions import repaint_schedule
-from engine.request import GenerationRequest
+from engine.request import BASE_ONLY_TASKS, GenerationRequest
 from engine.samplers import RepaintSettings
 from engine.task_inputs import DecodeCodesFn, EncodeFn, prepare_reference, prepare_source
 from engine.types import Cancelled, EngineError, ProgressEvent
-from engine.units import FRAMES_PER_S, MIN_FRAMES, seconds_to_samples, HOP_SAMPLES
+from engine.units import FRAMES_PER_S, HOP_SAMPLES, MIN_FRAMES, seconds_to_samples
 
 FALLBACK_DURATION_S = 120.0  # generated length when the request has no duration
-BASE_ONLY_TASKS = ("lego", "extract", "complete")
 
 # latents [B, T, 64] -> (25 Hz hints [B, T', 64], 5 Hz quantized [B, N, D], codes [B, N, 1])
 TokenizeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]

@@ -45,7 +45,7 @@ def make_client(settings: Settings):
 def add_connection_arguments(parser) -> None:
     """--engine-url, --token, --settings and --output: shared by `gui`, the launcher and `screenshot`."""
     parser.add_argument("--engine-url", metavar="URL", default=None,
-                        help="engine to connect to (default: the saved setting, else http://127.0.0.1:8765)")
+                        help="engine to connect to (default: the saved setting, else http://127.0.0.1:8001)")
     parser.add_argument("--token", default=None, help="bearer token of an engine started with --token")
     parser.add_argument("--settings", metavar="FILE", default=None,
                         help="settings file (default: gui.json in the user config folder, "

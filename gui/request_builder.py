@@ -6,22 +6,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.actions import ACTION_NAMES as ACTIONS  # the one action table, shared with the bridge
+from bridge.actions import ACTIONS as ACTION_SPECS
+from bridge.actions import BASE_DIT
 from engine.request import (TIME_SIGNATURES, GenerationRequest, RequestError, is_valid_keyscale,
                             normalize_timesignature)
 
-ACTIONS = ("generate", "repaint", "continue", "cover", "stems", "extract")
-ACTION_TASKS = {
-    "generate": "text2music",
-    "repaint": "repaint",
-    "continue": "repaint",   # outpainting past the end of the source
-    "cover": "cover",
-    "stems": "extract",      # one extract job per chosen stem (each lands on its own track)
-    "extract": "extract",    # pull the chosen track out of the source mix
-}
 CONTINUE_DEFAULT_S = 10.0
-# Tasks only the base DiT was trained for (engine.tasks.BASE_ONLY_TASKS); the window asks for it.
-BASE_ONLY_TASKS = ("lego", "extract", "complete")
-BASE_DIT = "acestep-v15-base"
+# A new take without a duration and without a DAW selection: shown in the form, never a silent 120 s.
+DEFAULT_DURATION_S = 30.0
 
 # LM constraint field -> request field it stands for
 LM_FIELDS = {
@@ -56,7 +49,7 @@ class PromptValues:
     caption: str = ""
     lyrics: str = "[Instrumental]"
     vocal_language: str = "unknown"
-    duration: float = 0.0          # 0 = from the selection, else the engine's default
+    duration: float = 0.0          # 0 = from the selection, else DEFAULT_DURATION_S
     dit: str | None = None
     inference_steps: int = 0       # 0 = the model's default (8 turbo, 50 base/sft)
     shift: float = 3.0
@@ -108,7 +101,7 @@ def _metas(values: PromptValues, host: HostValues, action: str) -> tuple[dict[st
     """Request fields for the metas and the LM constraints, after the known/free/candidates modes."""
     duration = values.duration if values.duration > 0 else None
     if duration is None and action == "generate":
-        duration = host.selection_length()
+        duration = host.selection_length() or DEFAULT_DURATION_S
     fields: dict[str, Any] = {
         "bpm": int(round(host.bpm)) if host.bpm else None,
         "keyscale": host.keyscale or "",
@@ -154,7 +147,7 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
     }
     if values.dit:
         fields["dit"] = values.dit
-    elif ACTION_TASKS[action] in BASE_ONLY_TASKS:
+    elif ACTION_SPECS[action].base_dit:
         fields["dit"] = BASE_DIT  # a turbo DiT cannot do stems; the engine switches for this job
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
@@ -202,7 +195,7 @@ def build_request(action: str, values: PromptValues, host: HostValues,
     if action == "stems":
         raise RequestError("action", "Stems makes several requests: use build_requests")
     fields = prompt_fields(action, values, host)
-    fields["task_type"] = ACTION_TASKS[action]
+    fields["task_type"] = ACTION_SPECS[action].task_type
     if action != "generate":
         if not values.src_audio.strip():
             raise RequestError("src_audio", f"'{action}' needs source audio: select a region in the DAW "

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR_ENV = "ACE_COMPANION_CONFIG_DIR"
-DEFAULT_ENGINE_URL = "http://127.0.0.1:8765"
+DEFAULT_ENGINE_URL = "http://127.0.0.1:8001"
+OLD_DEFAULT_ENGINE_URL = "http://127.0.0.1:8765"  # the engine's port before it moved to upstream's 8001
 
 
 def default_config_dir() -> Path:
@@ -30,7 +31,10 @@ def default_config_dir() -> Path:
 
 
 def default_output_dir() -> Path:
-    return Path.home() / "Music" / "ACE Companion"
+    """The bridge's clip folder (~/ACE-Companion/clips): one folder for the window and the bridge,
+    and inside ~/ACE-Companion, where Ableton's insert script accepts files."""
+    from bridge.config import default_output_dir as bridge_default
+    return Path(bridge_default())
 
 
 @dataclass
@@ -81,6 +85,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         return Settings()
     if not isinstance(data, dict):
         return Settings()
+    if data.get("engine_url") == OLD_DEFAULT_ENGINE_URL:
+        data["engine_url"] = DEFAULT_ENGINE_URL  # saved before the default port changed
     return Settings.from_dict(data)
 
 

@@ -99,6 +99,7 @@ def echo_engine(tmp_path, pipeline=None):
     try:
         with LiveServer(create_app(service)) as server:
             server.pipeline = pipeline
+            server.service = service
             yield server
     finally:
         service.stop()
@@ -120,10 +121,16 @@ def osc_bytes(address, *args) -> bytes:
 class OscPeer:
     """A UDP OSC socket that records everything it receives (address, args)."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, on_message=None):
         self.received: list[tuple[str, tuple]] = []
+        self.on_message = on_message
+
+        def handle(address, *args):
+            self.received.append((address, args))
+            if self.on_message is not None:
+                self.on_message(address, args)
         dispatcher = Dispatcher()
-        dispatcher.set_default_handler(lambda address, *args: self.received.append((address, args)))
+        dispatcher.set_default_handler(handle)
         self.server = BlockingOSCUDPServer(("127.0.0.1", port), dispatcher)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
@@ -154,25 +161,51 @@ class OscPeer:
         self.server.server_close()
 
 
+WAKE_ACTION = "_RSacecompanionwake"
+
+
 class SimulatedReaper:
     """REAPER as the bridge sees it: OSC feedback from the default pattern file to the bridge's
-    REAPER port, and ace_companion.lua's side of the mailbox (state.txt, render, insert)."""
+    REAPER port, and ace_companion.lua's side of the mailbox (state.txt, render, insert).
 
-    def __init__(self, mailbox: str, bridge_port: int, sample_rate: int = 44100):
+    Like the script, it looks for commands every `poll_s` (0.1 s), and at once when the bridge
+    runs the wake action over OSC (`/action/_RS...` to `osc.port`). The project's change count
+    goes up with every insert and `edit()`; a render asked `unchanged_since` the current count
+    answers `unchanged=1` without rendering."""
+
+    def __init__(self, mailbox: str, bridge_port: int | None = None, sample_rate: int = 44100,
+                 poll_s: float = 0.1):
         self.mailbox = mailbox
         self.bridge_port = bridge_port
         self.sample_rate = sample_rate
-        self.osc = OscPeer()
+        self.poll_s = poll_s
+        self.osc = OscPeer(on_message=self._on_osc)
+        self.change_count = 1
         self.state: dict = {"version": 1, "project_name": "Demo Song", "sample_rate": sample_rate, "track": 1,
-                            "track_name": "Keys", "play_state": 0, "key": "A minor"}
+                            "track_name": "Keys", "play_state": 0, "key": "A minor",
+                            "change_count": self.change_count}
         self.markers: list[str] = []
         self.inserted: list[dict] = []
         self.renders: list[dict] = []
+        self.wakes = 0
+        self.busy_s: list[tuple[str, str, float]] = []  # (command, path, seconds the "DAW" spent on it)
         self.render_mode = "ok"  # ok | truncated | silent (no answer: REAPER gone)
         self._stop = threading.Event()
+        self._commands = threading.Lock()
         os.makedirs(mailbox, exist_ok=True)
         self.thread = threading.Thread(target=self._script_loop, daemon=True)
         self.thread.start()
+
+    def _on_osc(self, address, args) -> None:
+        if address == f"/action/{WAKE_ACTION}":
+            self.wakes += 1
+            self.handle_commands()
+
+    def edit(self) -> None:
+        """The user changed something in the project."""
+        self.change_count += 1
+        self.state["change_count"] = self.change_count
+        self.write_state()
 
     # OSC feedback, as REAPER sends it
     def send(self, address, *args):
@@ -184,10 +217,24 @@ class SimulatedReaper:
         self.markers = [f"0 {bpm} {num} {den}"]
         self.write_state()
 
+    def set_tempo_map(self, markers: list[tuple[float, float, int, int]]) -> None:
+        """(time_s, bpm, num, den) markers, as ace_companion.lua reports them."""
+        self.send("/tempo/raw", float(markers[0][1]))
+        self.state.update(tempo=markers[0][1], meter=f"{markers[0][2]}/{markers[0][3]}")
+        self.markers = [f"{t!r} {bpm} {num} {den}" for t, bpm, num, den in markers]
+        self.write_state()
+
     def select(self, start_s: float, end_s: float) -> None:
         self.send("/loop/start/time", float(start_s))
         self.send("/loop/end/time", float(end_s))
         self.state.update(sel_start=f"{start_s:.9f}", sel_end=f"{end_s:.9f}")
+        self.write_state()
+
+    def clear_selection(self) -> None:
+        """REAPER's "Remove time selection": the loop points (linked) and the selection go to 0."""
+        self.send("/loop/start/time", 0.0)
+        self.send("/loop/end/time", 0.0)
+        self.state.update(sel_start=f"{0.0:.9f}", sel_end=f"{0.0:.9f}")
         self.write_state()
 
     def write_state(self) -> None:
@@ -200,20 +247,26 @@ class SimulatedReaper:
     # the script side
     def _script_loop(self) -> None:
         last_state = 0.0
-        while not self._stop.wait(0.03):
+        while not self._stop.wait(self.poll_s):
             if time.monotonic() - last_state > 1.0 and "sel_start" in self.state:  # heartbeat, as the script
                 self.write_state()
                 last_state = time.monotonic()
+            self.handle_commands()
+
+    def handle_commands(self) -> None:
+        with self._commands:
+            if self.render_mode == "silent":
+                return
             for name in sorted(os.listdir(self.mailbox)):
                 if not (name.startswith("cmd-") and name.endswith(".txt")):
                     continue
                 path = os.path.join(self.mailbox, name)
                 with open(path) as fh:
                     cmd = parse_kv(fh.read())
-                if self.render_mode == "silent":
-                    continue
                 os.remove(path)
+                started = time.perf_counter()
                 reply = getattr(self, "_" + cmd["command"])(cmd)
+                self.busy_s.append((cmd["command"], cmd.get("path", ""), time.perf_counter() - started))
                 with open(os.path.join(self.mailbox, f"cmd-{cmd['id']}.done.tmp"), "w") as fh:
                     fh.write(reply)
                 os.replace(os.path.join(self.mailbox, f"cmd-{cmd['id']}.done.tmp"),
@@ -221,20 +274,28 @@ class SimulatedReaper:
 
     def _render(self, cmd) -> str:
         start, end = float(cmd["start"]), float(cmd["end"])
-        self.renders.append({"start": start, "end": end, "source": cmd.get("source")})
-        a = int(round(start * self.sample_rate))
-        frames = int(round(end * self.sample_rate)) - a
-        audio = timecode(a / self.sample_rate, frames, self.sample_rate)
+        if cmd.get("unchanged_since") == str(self.change_count):
+            return f"ok=1\nunchanged=1\nchange_count={self.change_count}\n"
+        rate = int(cmd.get("rate") or self.sample_rate)  # REAPER renders at the asked rate
+        self.renders.append({"start": start, "end": end, "source": cmd.get("source"), "rate": rate})
+        a = int(round(start * rate))
+        frames = int(round(end * rate)) - a
+        audio = timecode(a / rate, frames, rate)
         if self.render_mode == "truncated":
             audio = audio[:, : frames // 3]
-        sf.write(cmd["path"], audio.T, self.sample_rate, subtype="PCM_24")
-        return f"ok=1\npath={cmd['path']}\n"
+        sf.write(cmd["path"], audio.T, rate, subtype="PCM_24")
+        return f"ok=1\npath={cmd['path']}\nchange_count={self.change_count}\n"
 
     def _insert(self, cmd) -> str:
         self.inserted.append({"path": cmd["path"], "position": float(cmd["position"]), "track": int(cmd["track"]),
                               "new_track": cmd["new_track"] == "1", "track_name": cmd.get("track_name", ""),
-                              "replace": cmd["replace"] == "1"})
+                              "replace": cmd["replace"] == "1", "group": cmd.get("group", "")})
+        self.change_count += 1  # a new item: the project changed
+        self.state["change_count"] = self.change_count
         return f"ok=1\npath={cmd['path']}\n"
+
+    def _insert_named(self, cmd) -> str:  # the script's jam insert: on the track called track_name
+        return self._insert(cmd)
 
     def close(self) -> None:
         self._stop.set()

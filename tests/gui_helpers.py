@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from gui.engine_process import free_port
+from engine.process import free_port
 
 PARITY_CHECKPOINTS = Path(__file__).parent / "data" / "parity" / "checkpoints"
 

@@ -1,12 +1,7 @@
 """Shared bits of the LM tests."""
 
-import os
-
 import pytest
 import torch
-
-# Subprocesses (CLI tests) run with one intra-op thread, like the in-process tests below.
-ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(autouse=True, scope="module")

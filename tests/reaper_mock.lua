@@ -3,15 +3,18 @@
 mock = {
   now = 0, ext = {}, proj_ext = { ace_companion = { key = "A minor" } },
   sel = { 3.75, 18.75 }, cursor = 0, play_state = 0, project_name = "Demo.RPP", project_path = "/music/demo",
-  srate = 44100, markers = { { 0, 96, 3, 4 } },
+  srate = 44100, markers = { { 0, 96, 3, 4 } }, project_tempo = { 96, 3, 4 },  -- before the first marker
   info = { RENDER_SETTINGS = 32, RENDER_BOUNDSFLAG = 1, RENDER_STARTPOS = 0, RENDER_ENDPOS = 0,
-           RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
+           RENDER_CHANNELS = 1, RENDER_TAILFLAG = 3, RENDER_SRATE = 0, PROJECT_SRATE_USE = 1, PROJECT_SRATE = 44100 },
   info_str = { RENDER_FILE = "/user/renders", RENDER_PATTERN = "$project", RENDER_FORMAT = "bDNwbQ==" },
   tracks = {}, selected = nil, undo = {}, actions = {}, deferred = nil, render_size = 4096,
+  change_count = 7, script_path = "",
 }
 
+local guids = 0
 local function new_track(name)
-  return { name = name, items = {}, solo = 0 }
+  guids = guids + 1
+  return { name = name, items = {}, solo = 0, guid = "{TRACK-" .. guids .. "}" }
 end
 mock.tracks = { new_track("Drums"), new_track("Keys") }
 mock.selected = mock.tracks[2]
@@ -23,6 +26,13 @@ end
 
 reaper = {}
 function reaper.GetExtState(section, key) return (mock.ext[section] or {})[key] or "" end
+function reaper.SetExtState(section, key, value, _)
+  mock.ext[section] = mock.ext[section] or {}
+  mock.ext[section][key] = value
+end
+function reaper.GetProjectStateChangeCount(_) return mock.change_count end
+function reaper.get_action_context() return false, mock.script_path, 0, 0, 0, 0, 0, "" end
+function reaper.GetTrackGUID(track) return track.guid end
 -- py_makedirs / py_listdir are provided by the Python test (lupa has no popen)
 function reaper.RecursiveCreateDirectory(path, _) py_makedirs(path); return 1 end
 function reaper.GetResourcePath() return "/tmp" end
@@ -31,7 +41,7 @@ function reaper.GetSet_LoopTimeRange2(_, is_set, is_loop, s, e, _)
 end
 function reaper.GetCursorPositionEx(_) return mock.cursor end
 function reaper.TimeMap_GetTimeSigAtTime(_, t)
-  local m = mock.markers[1]
+  local m = { 0, mock.project_tempo[1], mock.project_tempo[2], mock.project_tempo[3] }
   for _, marker in ipairs(mock.markers) do if marker[1] <= t then m = marker end end
   return m[3], m[4], m[2]
 end
@@ -79,6 +89,7 @@ function reaper.Main_OnCommand(id, _)
   mock.actions[#mock.actions + 1] = id
   mock.seen_render = { settings = mock.info.RENDER_SETTINGS, bounds = mock.info.RENDER_BOUNDSFLAG,
     start = mock.info.RENDER_STARTPOS, finish = mock.info.RENDER_ENDPOS, channels = mock.info.RENDER_CHANNELS,
+    srate = mock.info.RENDER_SRATE,
     format = mock.info_str.RENDER_FORMAT, file = mock.info_str.RENDER_FILE, pattern = mock.info_str.RENDER_PATTERN,
     solo_drums = mock.tracks[1].solo, solo_keys = mock.tracks[2].solo }
   if id == 42230 and mock.render_size > 0 then

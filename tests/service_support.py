@@ -104,3 +104,17 @@ def write_tone(path, seconds: float = 1.0, sample_rate: int = 48000) -> str:
     tone = 0.2 * np.sin(2 * np.pi * 220.0 * t).astype(np.float32)
     soundfile.write(str(path), np.stack([tone, tone], axis=1), sample_rate)
     return str(path)
+
+
+# What a proper client (engine.client.EngineClient) sends with every request.
+CLIENT_HEADERS = {"X-ACE-Companion": "1"}
+
+
+def api_client(app, **kwargs):
+    """A TestClient that talks to `app` as EngineClient does: addressed to 127.0.0.1, with its header.
+
+    (TestClient's default host "testserver" is not a name of the engine, so the engine refuses it.)"""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://127.0.0.1", headers={**CLIENT_HEADERS, **kwargs.pop("headers", {})},
+                      **kwargs)

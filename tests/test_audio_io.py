@@ -114,3 +114,31 @@ def test_reference_montage_long_input_is_deterministic():
     assert torch.equal(a[:, :10 * SR], wave[:, :10 * SR])
     assert torch.equal(a[:, 10 * SR:20 * SR], wave[:, 15 * SR:25 * SR])
     assert torch.equal(a[:, 20 * SR:], wave[:, 30 * SR:40 * SR])
+
+
+def test_decoded_size_is_capped_before_decoding(tmp_path, monkeypatch):
+    """A small FLAC with 8 channels at 96 kHz is refused from its header, naming why, before any read."""
+    import engine.audio_io as audio_io
+
+    assert "8 channels x 312 s" in audio_io.decode_problem(30_000_000, 8, 96000)
+    assert audio_io.decode_problem(48000 * 600, 2, 48000) is None
+    assert "sample rate" in audio_io.decode_problem(10, 2, 10_000_000)
+    path = tmp_path / "bomb.flac"
+    sf.write(path, np.zeros((96000, 8), np.float32), 96000, subtype="PCM_16")  # silence compresses to KB
+    monkeypatch.setattr(audio_io, "MAX_DECODED_VALUES", 8 * 96000 - 1)  # 1 s of it is over the limit here
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("decoded although over the limit")
+
+    monkeypatch.setattr(audio_io, "_read_first_two_channels", no_read)
+    with pytest.raises(EngineError, match=r"8 channels x 1 s at 96000 Hz = 1 million samples, over the limit"):
+        load_audio(path, what="reference audio")
+
+
+def test_many_channels_are_read_two_at_a_time(tmp_path):
+    path = tmp_path / "eight.wav"
+    data = np.stack([_sine(100 * (c + 1), 0.25, SR) for c in range(8)], axis=1)
+    sf.write(path, data, SR, subtype="FLOAT")
+    wave = load_audio(path)
+    assert wave.shape == (2, SR // 4)
+    assert torch.allclose(wave, torch.from_numpy(data[:, :2].T.copy()))

@@ -25,11 +25,14 @@ def test_options_reach_the_config(tmp_path):
     config = cli.config_from_args(parse("--host", "ableton", "--source-file", str(source), "--sample-rate", "48000",
                                         "--request", '{"caption": "lofi", "inference_steps": 4}',
                                         "--stems", "bass, drums", "--midi-map", "note:60=repaint",
-                                        "--render-source", "track", "--output", str(tmp_path / "out")))
+                                        "--render-source", "track", "--output", str(tmp_path / "out"),
+                                        "--reaper-wake-action", "_RS1a2b", "--no-source-cache"))
     assert config.host == "ableton" and config.source_file == str(source) and config.sample_rate == 48000
     assert config.request_defaults == {"caption": "lofi", "inference_steps": 4}
     assert config.stems == ("bass", "drums") and config.midi_mappings == ["note:60=repaint"]
     assert config.render_source == "track" and config.output_dir == str(tmp_path / "out")
+    assert config.reaper_wake_action == "_RS1a2b" and config.source_cache is False
+    assert cli.config_from_args(parse()).source_cache is True
 
 
 @pytest.mark.parametrize("argv,fragment", [

@@ -16,7 +16,7 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from engine.client import EngineClient
-from gui.engine_process import EngineProcess
+from engine.process import EngineProcess
 from tests.bridge_support import SimulatedAbletonOSC, SimulatedReaper, free_udp_port, timecode, wait_until
 from tests.test_bridge_flows import CLIP_FRAMES, HOST_SR, REGION, _check_clip
 

@@ -8,8 +8,8 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from bridge.wavchunks import read_wav
-from tests.bridge_support import (MARK_HZ, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
-                                  free_udp_port, timecode, wait_until)
+from tests.bridge_support import (MARK_HZ, WAKE_ACTION, OscPeer, SimulatedAbletonOSC, SimulatedReaper,
+                                  echo_engine, free_udp_port, timecode, wait_until)
 
 HOST_SR = 44100
 BAR_S = 3 * 60 / 96  # one 3/4 bar at 96 BPM = 1.875 s
@@ -31,15 +31,24 @@ def dominant_hz(signal, sr=HOST_SR):
     return np.argmax(spectrum) * sr / len(signal)
 
 
+def start_reaper_bridge(tmp_path, engine, **config_changes):
+    """A simulated REAPER (woken over OSC) and a bridge talking to it and to `engine`."""
+    reaper = SimulatedReaper(str(tmp_path / "mailbox"), sample_rate=HOST_SR)
+    config = BridgeConfig(engine_url=engine.url, host="reaper", osc_port=0, reaper_listen_port=0,
+                          reaper_port=reaper.osc.port, reaper_wake_action=WAKE_ACTION,
+                          reaper_mailbox=reaper.mailbox, output_dir=str(tmp_path / "clips"),
+                          request_defaults={"caption": "warm keys"}, render_timeout_s=5, insert_timeout_s=5,
+                          **config_changes)
+    app = BridgeApp(config)
+    app.start()
+    reaper.bridge_port = app.adapters["reaper"].listen_port
+    return app, reaper
+
+
 @pytest.fixture
 def reaper_flow(tmp_path):
     with echo_engine(tmp_path) as engine:
-        config = BridgeConfig(engine_url=engine.url, host="reaper", osc_port=0, reaper_listen_port=0,
-                              reaper_mailbox=str(tmp_path / "mailbox"), output_dir=str(tmp_path / "clips"),
-                              request_defaults={"caption": "warm keys"}, render_timeout_s=5, insert_timeout_s=5)
-        app = BridgeApp(config)
-        app.start()
-        reaper = SimulatedReaper(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
+        app, reaper = start_reaper_bridge(tmp_path, engine)
         reaper.set_tempo(96, 3, 4)
         reaper.select(*REGION)
         wait_until(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR
@@ -55,7 +64,7 @@ def reaper_flow(tmp_path):
 
 def _check_clip(path, position_s, frames):
     wav = read_wav(path)
-    assert wav.sample_rate == HOST_SR and wav.frames == frames
+    assert wav.sample_rate == HOST_SR and wav.length_samples == frames
     assert wav.acid.tempo == pytest.approx(96) and (wav.acid.meter_num, wav.acid.meter_den) == (3, 4)
     assert wav.acid.num_beats == 24 and wav.acid.root_note == 57  # A minor from the project key
     assert wav.bext.time_reference == round(position_s * HOST_SR)
@@ -89,6 +98,16 @@ def test_reaper_repaint_eight_bars_of_three_four(reaper_flow):
     assert dominant_hz(middle) == pytest.approx(MARK_HZ, abs=2)  # the engine's new audio, not the old
 
 
+def test_reaper_repaint_after_removing_the_time_selection_is_refused(reaper_flow):
+    app, reaper, client, engine = reaper_flow
+    reaper.clear_selection()
+    wait_until(lambda: app.host_state.region() is None)
+    client.send(app.commands.port, "/acecomp/repaint")
+    error = client.wait_for("/acecomp/error")
+    assert error[0] == "repaint" and "no region selected" in error[1]
+    assert not client.all("/acecomp/job") and not engine.pipeline.requests and not reaper.renders
+
+
 def test_reaper_continue_places_new_bars_after_the_region(reaper_flow):
     app, reaper, client, engine = reaper_flow
     job_id = app.run_action("continue", {"bars": 8})
@@ -113,6 +132,7 @@ def test_reaper_stems_one_new_track_each_sample_aligned(reaper_flow):
     assert [r.track_name for r in engine.pipeline.requests] == ["drums", "bass"]
     assert {r.dit for r in engine.pipeline.requests} == {"acestep-v15-base"}  # extract needs a base DiT
     assert [i["track_name"] for i in reaper.inserted] == ["drums", "bass"]
+    assert {i["group"] for i in reaper.inserted} == {record.id}  # the script keeps one action's stems in order
     for inserted in reaper.inserted:
         assert inserted["new_track"] and inserted["position"] == pytest.approx(REGION[0], abs=1e-9)
         wav = _check_clip(inserted["path"], REGION[0], CLIP_FRAMES)

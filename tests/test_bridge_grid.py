@@ -5,6 +5,7 @@ from hypothesis import given, strategies as st
 
 from bridge import grid
 from bridge.grid import GridError, Region, TempoMap, TempoPoint
+from engine.units import MAX_DURATION_S
 
 
 def test_bar_length_for_common_meters():
@@ -131,15 +132,6 @@ def test_region_bars_and_beats():
     assert r.samples(44100) == 661500
 
 
-def test_region_length_rules():
-    grid.check_region_length(Region(0, 3), "repaint")
-    grid.check_region_length(Region(0, 90), "repaint")
-    with pytest.raises(GridError, match="at least 3"):
-        grid.check_region_length(Region(0, 2.9), "repaint")
-    with pytest.raises(GridError, match="at most 90"):
-        grid.check_region_length(Region(0, 90.5), "repaint")
-
-
 def test_context_window_short_region_is_centered_to_ten_seconds():
     w = grid.context_window(Region(20, 24))
     assert w.duration_s == pytest.approx(10)
@@ -174,7 +166,7 @@ def test_context_window_cap_and_errors():
         grid.context_window(Region(0, 5), min_window_s=30, max_window_s=20)
     # never more than the engine limit, whatever the caller asks
     w = grid.context_window(Region(0, 599.5), max_window_s=10_000, min_window_s=10)
-    assert w.duration_s <= grid.ENGINE_MAX_CONTEXT_S + 1e-9
+    assert w.duration_s <= MAX_DURATION_S + 1e-9
 
 
 def test_context_window_snaps_to_bars():

@@ -86,7 +86,7 @@ def test_manual_host_state_and_status(bridge):
     ("/acecomp/meter", (4, 3), "denominator"),
     ("/acecomp/key", ("H dur",), "key"),
     ("/acecomp/samplerate", (12,), "sample rate"),
-    ("/acecomp/source", ("/no/such/file.wav",), "not found"),
+    ("/acecomp/source", ("/no/such/file.wav",), "outside"),
     ("/acecomp/insert", ("/etc/passwd",), "outside"),
     ("/acecomp/cancel", (), "nothing to cancel"),
     ("/acecomp/bogus", (), "unknown address"),
@@ -99,6 +99,16 @@ def test_bad_messages_get_error_replies_and_bridge_keeps_running(bridge, address
     reply = ask(app, peer, address, *args, expect="/acecomp/error")
     assert fragment in reply[1]
     ask(app, peer, "/acecomp/ping", expect="/acecomp/pong")
+
+
+def test_a_refused_insert_is_a_user_error_one_warning_no_traceback(bridge, caplog):
+    app, peer = bridge
+    with caplog.at_level("DEBUG", logger="bridge"):
+        reply = ask(app, peer, "/acecomp/insert", "/etc/passwd", expect="/acecomp/error")
+    assert reply[0] == "insert" and "outside the clip folder" in reply[1]
+    records = [r for r in caplog.records if r.name.startswith("bridge")]
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert records[0].exc_info is None and "outside the clip folder" in records[0].getMessage()
 
 
 def test_garbage_datagrams_are_ignored(bridge):
@@ -131,7 +141,7 @@ def test_action_errors_name_the_problem(bridge, tmp_path):
     assert "kazoo" in reply[1]
     reply = ask(app, peer, "/acecomp/repaint", expect="/acecomp/error")
     assert "no source audio" in reply[1]
-    source = tmp_path / "mix.wav"
+    source = tmp_path / "clips" / "mix.wav"  # /acecomp/source may point only into allowed folders
     sf.write(source, timecode(0, 44100 * 20, 44100).T, 44100)
     ask(app, peer, "/acecomp/source", str(source))
     reply = ask(app, peer, "/acecomp/repaint", expect="/acecomp/error")

@@ -56,6 +56,37 @@ def test_malformed_feedback_is_counted_not_applied(adapter):
     assert state.get("tempo") == 100.0 and state.region() is None
 
 
+def test_removing_the_time_selection_clears_the_region(adapter):
+    reaper, state, peer = adapter
+    port = reaper.listen_port
+    peer.send(port, "/loop/start/time", 10.0)
+    peer.send(port, "/loop/end/time", 20.0)
+    wait_until(lambda: state.region() is not None and state.region().end_s == 20.0)
+    peer.send(port, "/loop/start/time", 0.0)  # "Remove time selection": both edges go to 0
+    peer.send(port, "/loop/end/time", 0.0)
+    wait_until(lambda: state.get("region_s", "unset") is None)
+    assert state.region() is None
+
+
+def test_a_selection_moved_earlier_never_shows_an_invented_region(adapter):
+    reaper, state, peer = adapter
+    port = reaper.listen_port
+    seen = []
+    state.subscribe(lambda changed: seen.append(changed["region_s"]["value"]) if "region_s" in changed else None)
+    peer.send(port, "/loop/start/time", 10.0)
+    peer.send(port, "/loop/end/time", 20.0)
+    wait_until(lambda: seen and seen[-1] == [10.0, 20.0])
+    peer.send(port, "/loop/start/time", 2.0)
+    peer.send(port, "/loop/end/time", 5.0)
+    wait_until(lambda: seen[-1] == [2.0, 5.0])
+    assert [2.0, 20.0] not in seen and [0.0, 20.0] not in seen
+
+
+def test_mailbox_state_without_a_selection_clears_the_region():
+    values = state_from_mailbox(parse_kv("sel_start=0.000000000\nsel_end=0.000000000\ntempo=96\n"))
+    assert "region_s" in values and values["region_s"] is None
+
+
 def test_web_interface_beatpos_gives_meter(adapter):
     reaper, state, _ = adapter
     reaper.apply_web_reply("BEATPOS\t1\t10.5\t21.0\t5\t1.0\t7\t8\nTRANSPORT\t1\t10.5\t0\t6.1.00\t6.1.00\n")

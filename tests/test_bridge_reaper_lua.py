@@ -56,18 +56,36 @@ def test_state_file_describes_the_project(reaper):
     assert state.tempo_map().qn_to_seconds(24 + 4) == pytest.approx(17.0)
 
 
+def test_first_marker_meter_starts_at_the_marker_not_at_bar_one(reaper):
+    """3/4 at 96 BPM from the project settings; the first marker, at bar 17, switches to 4/4 at 120."""
+    lua, mock, tick, box = reaper
+    bar_s = 3 * 60 / 96
+    mock.markers = lua.eval("{ {%r, 120, 4, 4} }" % (16 * bar_s))
+    tick()
+    values = state_from_mailbox(box.read_state())
+    assert values["tempo_map"] == [{"qn": 0.0, "bpm": 96.0, "num": 3, "den": 4},
+                                   {"qn": 48.0, "bpm": 120.0, "num": 4, "den": 4}]
+    state = HostState()
+    state.update("reaper", **values)
+    tempo_map = state.tempo_map()
+    assert tempo_map.bar_to_seconds(9) == pytest.approx(9 * bar_s)  # bar 10 starts at 16.875 s
+    assert tempo_map.bar_to_seconds(17) == pytest.approx(16 * bar_s + 2.0)  # one 4/4 bar at 120 = 2 s
+
+
 def test_render_sets_and_restores_render_settings(reaper, tmp_path):
     lua, mock, tick, box = reaper
     dest = tmp_path / "renders" / "ctx.wav"
     dest.parent.mkdir()
-    reply = run_command(tick, box, "render", start="1.875", end="20.625", path=str(dest))
-    assert reply == {"ok": "1", "path": str(dest)}
+    reply = run_command(tick, box, "render", start="1.875", end="20.625", path=str(dest), rate="48000")
+    assert reply == {"ok": "1", "path": str(dest), "change_count": "7"}
     seen = mock.seen_render
     assert (seen.settings, seen.bounds, seen.start, seen.finish, seen.channels) == (0, 0, 1.875, 20.625, 2)
+    assert seen.srate == 48000
     assert seen.file == str(dest.parent) and seen.pattern == "ctx" and seen.format == "ZXZhdxgAAA=="
     assert list(mock.actions.values()) == [42230]
     # the user's settings are back
     assert (mock.info.RENDER_SETTINGS, mock.info.RENDER_BOUNDSFLAG, mock.info.RENDER_CHANNELS) == (32, 1, 1)
+    assert mock.info.RENDER_SRATE == 0
     assert mock.info_str.RENDER_FILE == "/user/renders" and mock.info_str.RENDER_FORMAT == "bDNwbQ=="
 
 
@@ -119,3 +137,41 @@ def test_insert_on_a_new_named_track(reaper, tmp_path):
     reply = run_command(tick, box, "insert", path=str(tmp_path / "missing.wav"), position="0", track=-1,
                         new_track=0, track_name="", replace=0, length="")
     assert "cannot open" in reply["error"]
+
+
+def test_stems_tracks_come_out_in_the_order_asked(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    for name in ("drums", "bass", "vocals"):
+        clip = tmp_path / f"{name}.wav"
+        clip.write_bytes(b"RIFF")
+        reply = run_command(tick, box, "insert", path=str(clip), position="3.75", track=-1, new_track=1,
+                            track_name=name, replace=0, length="15", group="action1")
+        assert reply["ok"] == "1"
+    assert [t.name for t in mock.tracks.values()] == ["Drums", "Keys", "drums", "bass", "vocals"]
+
+
+def test_render_is_skipped_when_the_project_has_not_changed(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    tick()
+    assert box.read_state()["change_count"] == "7"
+    first = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "a.wav"))
+    assert first["path"] == str(tmp_path / "a.wav") and first["change_count"] == "7"
+    again = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "b.wav"), unchanged_since="7")
+    assert again == {"ok": "1", "unchanged": "1", "change_count": "7"}
+    assert list(mock.actions.values()) == [42230]  # rendered once
+    mock.change_count = 8  # the user edited something
+    edited = run_command(tick, box, "render", start="0", end="10", path=str(tmp_path / "c.wav"), unchanged_since="7")
+    assert edited["path"] == str(tmp_path / "c.wav") and edited["change_count"] == "8"
+    assert list(mock.actions.values()) == [42230, 42230]
+
+
+def test_wake_script_answers_a_command_at_once(reaper, tmp_path):
+    lua, mock, tick, box = reaper
+    mock.script_path = str(SCRIPT.with_name("ace_companion_wake.lua"))
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")
+    cmd_id = box.send("insert", path=str(clip), position="3.75", track=-1, new_track=0, track_name="",
+                      replace=0, length="15")
+    lua.execute(SCRIPT.with_name("ace_companion_wake.lua").read_text())  # what /action/_RS... runs; no tick
+    assert box.wait(cmd_id, timeout_s=0.1)["ok"] == "1"
+    assert len(list(mock.tracks[2]["items"].values())) == 1

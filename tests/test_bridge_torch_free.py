@@ -9,6 +9,7 @@ def test_bridge_never_imports_torch():
     code = ("import sys\n"
             "import bridge.app, bridge.cli, bridge.commands, bridge.midi, bridge.clips, bridge.grid\n"
             "import bridge.reaper.adapter, bridge.ableton.adapter, bridge.ableton.AceCompanion\n"
+            "import bridge.sketch, bridge.jam\n"
             "from engine.cli import main\n"
             "assert main(['bridge', '--list-midi']) in (0, 2)\n"
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"

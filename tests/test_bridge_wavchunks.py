@@ -22,7 +22,7 @@ def test_round_trip_audio_and_chunks(tmp_path, fmt, tol):
                      bext=BextInfo(time_reference=123456789012, description="repaint bar 3"),
                      smpl=SmplInfo(44100, unity_note=57, loop_start=0, loop_end=4409))
     wav = read_wav(path)
-    assert wav.sample_rate == 44100 and wav.frames == 4410 and wav.sample_format == fmt
+    assert wav.sample_rate == 44100 and wav.length_samples == 4410 and wav.sample_format == fmt
     assert np.max(np.abs(wav.audio - audio)) <= tol + 1e-7
     assert wav.acid == AcidInfo(96.0, 24, 3, 4, 57)
     assert wav.bext.time_reference == 123456789012
@@ -79,8 +79,8 @@ def test_truncated_and_bogus_files_are_named(tmp_path):
 def test_reads_soundfile_output(tmp_path):
     sf.write(tmp_path / "s.wav", _tone().T, 44100, subtype="PCM_16")
     wav = read_wav(tmp_path / "s.wav")
-    assert wav.acid is None and wav.frames == 4410
-    assert describe(wav)["frames"] == 4410
+    assert wav.acid is None and wav.length_samples == 4410
+    assert describe(wav)["length_samples"] == 4410
 
 
 def test_key_to_midi_note():

@@ -1,8 +1,6 @@
 """Token-exact parity of the 5 Hz LM planner against tests/data/parity-lm (upstream's own run)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,8 @@ from engine.lm.model import LanguageModel
 from engine.lm.planner import call_from_request
 from engine.request import GenerationRequest
 from tests.conftest import PARITY_LM
-from tests.lm_utils import ONE_THREAD_ENV, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.cli_utils import run_cli
+from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 
 CASES = sorted(p.stem for p in (PARITY_LM / "cases").glob("*.json"))
 LM_DIR = PARITY_LM / "checkpoints" / "acestep-5Hz-lm-0.6B"
@@ -116,9 +115,8 @@ def test_plan_cli_reproduces_a_case(tmp_path):
     request = tmp_path / "req.json"
     request.write_text(json.dumps(case["request"]))
     out = tmp_path / "plan.json"
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "plan", "--checkpoints", str(LM_DIR.parent),
-                           "--request", str(request), "--out", str(out), "--device", "cpu", "--quiet"],
-                          capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=600)
+    proc = run_cli("plan", "--checkpoints", str(LM_DIR.parent), "--request", str(request), "--out", str(out),
+                   "--device", "cpu", "--quiet")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(out.read_text())
     assert plan["metadata"] == case["result"]["metadata"]
@@ -136,8 +134,7 @@ def test_plan_cli_errors_are_one_line(tmp_path, args, needle):
     request = tmp_path / "req.json"
     request.write_text(json.dumps({"caption": "x", "thinking": True}))
     base = ["--checkpoints", str(LM_DIR.parent), "--request", str(request), "--out", str(tmp_path / "p.json")]
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "plan", *base, *args],
-                          capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
+    proc = run_cli("plan", *base, *args)
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -145,7 +142,6 @@ def test_plan_cli_errors_are_one_line(tmp_path, args, needle):
 def test_plan_cli_rejects_a_bad_request(tmp_path):
     request = tmp_path / "req.json"
     request.write_text(json.dumps({"caption": "x", "lm_constraints": {"bpm": [200, 100]}}))
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "plan", "--checkpoints", str(LM_DIR.parent),
-                           "--request", str(request), "--out", str(tmp_path / "p.json")],
-                          capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
+    proc = run_cli("plan", "--checkpoints", str(LM_DIR.parent), "--request", str(request),
+                   "--out", str(tmp_path / "p.json"))
     assert proc.returncode == 2 and "lm_constraints" in proc.stderr

@@ -1,8 +1,6 @@
 """The planner inside the pipeline and `render` on tiny checkpoints (DiT + VAE + text encoder + LM)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,8 @@ from engine.lm.tiny import make_tiny_lm
 from engine.pipeline import Pipeline
 from engine.request import GenerationRequest
 from engine.types import EngineError
-from tests.lm_utils import ONE_THREAD_ENV, one_torch_thread  # noqa: F401 (autouse fixture)
+from tests.cli_utils import run_cli
+from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 
 TURBO = "acestep-v15-turbo"
 
@@ -80,9 +79,8 @@ def test_render_cli_with_thinking_writes_audio_and_dump(tiny_root, tmp_path):
                                    "inference_steps": 2, "bpm": 100, "keyscale": "C major",
                                    "timesignature": "4"}))
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "render", "--checkpoints", str(tiny_root),
-                           "--request", str(request), "--out", str(out), "--dump", str(dump), "--device", "cpu",
-                           "--quiet"], capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=900)
+    proc = run_cli("render", "--checkpoints", str(tiny_root), "--request", str(request), "--out", str(out),
+                   "--dump", str(dump), "--device", "cpu", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
     tensors = load_file(str(dump))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
 from engine.request import GenerationRequest
+from tests.cli_utils import run_cli
 from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 T2M_CASES = [
@@ -21,7 +17,6 @@ T2M_CASES = [
     "t2m_base_cfg_apg",
     "t2m_turbo_batch2",
 ]
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +47,8 @@ def test_render_cli_reproduces_case(tmp_path):
     name = "t2m_turbo_shift3_odd_instrumental"
     case, expected, path = load_case(name)
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "render", "--checkpoints", str(CHECKPOINTS),
-         "--request", str(write_case_request(path, tmp_path)),
-         "--out", str(out), "--dump", str(dump), "--device", "cpu"],
-        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
+    proc = run_cli("render", "--checkpoints", str(CHECKPOINTS), "--request", str(write_case_request(path, tmp_path)),
+                   "--out", str(out), "--dump", str(dump), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "diffusion" in proc.stderr
     assert compare_dump(load_file(str(dump)), expected) == []

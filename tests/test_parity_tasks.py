@@ -38,15 +38,9 @@ def test_parity_case(name):
 
 
 def _render(*args):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.cli_utils import run_cli
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "render", *args], capture_output=True, text=True,
-                          env=env, cwd=root, timeout=900)
+    return run_cli("render", *args)
 
 
 def test_repaint_parity_through_the_render_cli(tmp_path):

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from engine.commands.render import output_paths
+from tests.cli_utils import CliResult, run_cli
 from tests.parity_utils import CHECKPOINTS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def _render(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine.cli", "render", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO_ROOT, timeout=300)
+def _render(*args: str) -> CliResult:
+    return run_cli("render", *args)
 
 
 def test_bad_request_exits_2_with_one_line(tmp_path):

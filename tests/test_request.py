@@ -104,16 +104,12 @@ def test_round_trip_through_dict():
 
 
 def test_top_level_help_lists_commands_and_launcher_options():
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.cli_utils import run_cli
 
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "--help"], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent, timeout=120)
+    out = run_cli("--help")
     assert out.returncode == 0, out.stderr
     for word in ("render", "plan", "download", "make-tiny-checkpoints", "engine", "bridge", "gui",
                  "--engine-url", "--checkpoints", "--no-bridge"):
         assert word in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "engine.cli", "renderr"], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent, timeout=60)
+    bad = run_cli("renderr")
     assert bad.returncode == 2 and "unknown command 'renderr'" in bad.stderr

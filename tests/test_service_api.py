@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
+from tests.service_support import CLIENT_HEADERS
 from engine.service.cli import check_bind, is_loopback
 from engine.service.core import EngineService
 from tests.service_support import StandInPipeline, wait_for, write_tone
@@ -28,7 +29,7 @@ def service(tmp_path):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         yield c
 
 
@@ -82,7 +83,7 @@ def test_missing_file_id_in_request_is_422(client):
     assert response.json()["field"] == "src_audio"
     assert "unknown file id" in response.json()["detail"]
     response = _submit(client, {"task_type": "cover", "src_audio": "/no/such/song.wav"})
-    assert response.status_code == 422 and "not found on the engine machine" in response.json()["detail"]
+    assert response.status_code == 422 and "outside the folders" in response.json()["detail"]
 
 
 def test_upload_and_use_a_file(client, tmp_path):
@@ -156,7 +157,7 @@ def test_health_reports_device_memory_and_queue(client):
 
 
 def test_token_required_on_every_route_when_set(service):
-    with TestClient(create_app(service, token="s3cret")) as c:
+    with TestClient(create_app(service, token="s3cret"), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         assert c.get("/health").status_code == 401
         assert c.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.get("/openapi.json").status_code == 401
@@ -173,14 +174,14 @@ def test_token_required_on_every_route_when_set(service):
 
 
 def test_cors_only_for_allowed_origins(service):
-    with TestClient(create_app(service, token="t", allow_origins=["http://localhost:5173"])) as c:
+    with TestClient(create_app(service, token="t", allow_origins=["http://localhost:5173"]), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         preflight = c.options("/release_task", headers={"Origin": "http://localhost:5173",
                                                         "Access-Control-Request-Method": "POST"})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
         other = c.get("/health", headers={"Origin": "http://evil.example", "Authorization": "Bearer t"})
         assert "access-control-allow-origin" not in other.headers
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         response = c.get("/health", headers={"Origin": "http://localhost:5173"})
         assert "access-control-allow-origin" not in response.headers
 

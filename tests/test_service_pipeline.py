@@ -14,6 +14,7 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
+from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
 from tests.service_support import wait_for, write_tone
 
@@ -55,7 +56,7 @@ def service(pipeline, tmp_path):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         yield c
 
 
@@ -258,7 +259,7 @@ def test_disk_write_error_fails_the_job_not_the_engine(client, service, monkeypa
 
     monkeypatch.setattr(service.store, "write_result", full_disk)
     job = _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])
-    assert job["state"] == "failed" and "No space left on device" in job["error"]
+    assert job["state"] == "failed" and job["error"].startswith("results folder full: ")
     monkeypatch.undo()
     assert _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])["state"] == "done"
 

@@ -1,6 +1,7 @@
 """Upstream ACE-Step 1.5 REST compatibility: /release_task, /query_result, /v1/audio, /v1/stats."""
 
 import json
+import threading
 import urllib.parse
 
 import pytest
@@ -8,7 +9,9 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from engine.request import RequestError
+from engine.service import upstream
 from engine.service.app import create_app
+from tests.service_support import CLIENT_HEADERS
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
 from tests.service_support import StandInPipeline, wait_for, write_tone
@@ -18,7 +21,7 @@ from tests.service_support import StandInPipeline, wait_for, write_tone
 def client(tmp_path):
     service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lambda line: None)
     service.start()
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         yield c
     service.stop()
 
@@ -104,6 +107,42 @@ def test_v1_audio_only_serves_results(client, tmp_path):
 def test_stats(client):
     stats = client.get("/v1/stats").json()["data"]
     assert stats["jobs"]["total"] == 0
+    assert stats["avg_job_seconds"] == upstream.INITIAL_AVG_JOB_SECONDS and stats["queue_maxsize"] == 200
+
+
+def test_full_queue_is_refused_and_cancelled_jobs_say_so(tmp_path, monkeypatch):
+    gate = threading.Event()
+    service = EngineService(StandInPipeline(steps=1, gate=gate), tmp_path / "results", log=lambda line: None)
+    service.start()
+    monkeypatch.setattr(upstream, "QUEUE_MAXSIZE", 1)
+    try:
+        with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
+            first = client.post("/release_task", json={"prompt": "a"}).json()["data"]["task_id"]
+            wait_for(lambda: service.job_json(first)["state"] == "running")
+            waiting = client.post("/release_task", json={"prompt": "b"}).json()["data"]["task_id"]
+            entry = _query(client, waiting)
+            assert entry["status"] == 0 and entry["progress_text"] == "queued (position 2)"
+            assert json.loads(entry["result"])[0]["stage"] == "queued"
+            full = client.post("/release_task", json={"prompt": "c"})
+            assert full.status_code == 429 and "queue is full" in full.json()["error"]
+            client.delete(f"/v1/jobs/{waiting}")
+            entry = _query(client, waiting)
+            assert entry["status"] == 2 and json.loads(entry["result"])[0]["error"] == "cancelled"
+            assert entry["progress_text"] == "cancelled"
+    finally:
+        gate.set()
+        service.stop()
+
+
+def test_progress_fraction_and_text():
+    running = {"state": "running", "results": [], "progress": {"stage": "diffusion", "step": 4, "total": 8}}
+    assert upstream.progress_fraction("running", running["progress"]) == pytest.approx(0.625)
+    assert upstream.progress_text(running) == "diffusion 4/8 (62%)"
+    done = {"state": "done", "results": [{}], "progress": {"stage": "done", "step": 0, "total": 1}}
+    assert upstream.progress_text(done) == "done: 1 file" and upstream.progress_fraction("done", {}) == 1.0
+    failed = {"state": "failed", "error": "out of memory", "results": [], "progress": {"stage": "failed",
+                                                                                       "total": 2}}
+    assert upstream.progress_text(failed) == "out of memory"
 
 
 def test_parameter_mapping():

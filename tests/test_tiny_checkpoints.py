@@ -171,3 +171,15 @@ def test_pipeline_renders_from_tiny_checkpoints(tiny_root):
 
     again = pipeline.generate(GenerationRequest.from_dict(request.to_dict() | {"dit": "acestep-v15-base"}))
     assert pipeline.info()["dit"] == "acestep-v15-base" and again.models["dit"] == "acestep-v15-base"
+
+
+def test_every_tiny_folder_is_marked_and_listed_as_tiny(tiny_root, capsys):
+    from engine.commands import download
+    for name in list(ck.DIT_MODELS) + ["vae", "Qwen3-Embedding-0.6B"]:
+        assert ck.is_tiny(tiny_root / name)
+    assert ck.tiny_in_use(tiny_root, "acestep-v15-turbo")
+    download.print_list(tiny_root)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("acestep-v15-turbo ")]
+    assert rows and " tiny " in rows[0] and " complete " not in rows[0]
+    assert ck.TINY_WARNING in out

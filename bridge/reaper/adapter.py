@@ -9,7 +9,10 @@ once a second as a heartbeat, and executes command files the bridge drops in the
     cmd-<id>.txt   lines `key=value`; command=render|insert plus its fields
     cmd-<id>.done  the script's answer: `ok=1` (and `path=`) or `error=<message>`
 
-Files are written to a temporary name and renamed, so neither side reads half a file.
+Files are written to a temporary name and renamed, so neither side reads half a file. With
+`wake_action` (the command id of ace_companion_wake.lua) the adapter runs that action over
+REAPER's OSC right after dropping a command, so the script answers at once; without it the
+script's own 0.1 s look is the fallback. The adapter waits for the reply on folder events.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from bridge.adapters import AdapterError, HostAdapter
 from bridge.host_state import HostState
 from bridge.oscio import OscArgumentError, OscEndpoint, float_arg
+from bridge.reaper.folder_events import FolderEvents
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +95,21 @@ class ReaperMailbox:
                       format_kv({"command": command, "id": cmd_id, **fields}))
         return cmd_id
 
-    def wait(self, cmd_id: str, timeout_s: float, poll_s: float = 0.05) -> dict[str, Any]:
+    def wait(self, cmd_id: str, timeout_s: float) -> dict[str, Any]:
+        """The script's reply, as soon as it is renamed into the folder (no polling loop)."""
         done = os.path.join(self.folder, f"cmd-{cmd_id}.done")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if os.path.exists(done):
-                with open(done, encoding="utf-8") as fh:
-                    reply = parse_kv(fh.read())
-                os.remove(done)
-                return reply
-            time.sleep(poll_s)
+        with FolderEvents(self.folder) as events:  # watch first, then look: no reply slips between
+            while True:
+                if os.path.exists(done):
+                    with open(done, encoding="utf-8") as fh:
+                        reply = parse_kv(fh.read())
+                    os.remove(done)
+                    return reply
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                events.wait(remaining)
         # Withdraw the command so a late script does not act on it.
         try:
             os.remove(os.path.join(self.folder, f"cmd-{cmd_id}.txt"))
@@ -122,8 +131,9 @@ def state_from_mailbox(fields: dict[str, Any]) -> dict[str, Any]:
         return value if value == value and abs(value) != float("inf") else None
 
     start, end = num("sel_start"), num("sel_end")
-    if start is not None and end is not None and 0 <= start < end:
-        out["region_s"] = (start, end)
+    if start is not None and end is not None:
+        # no time selection (REAPER reports 0..0) clears the region, never keeps the old one
+        out["region_s"] = (start, end) if 0 <= start < end else None
     if (tempo := num("tempo")) and tempo > 0:
         out["tempo"] = tempo
     meter = str(fields.get("meter", ""))
@@ -175,7 +185,7 @@ class ReaperAdapter(HostAdapter):
 
     def __init__(self, host_state: HostState, *, listen_host: str = "127.0.0.1", listen_port: int = 9000,
                  reaper_host: str = "127.0.0.1", reaper_port: int = 8000, mailbox: str | None = None,
-                 web_url: str | None = None, poll_s: float = 0.2):
+                 web_url: str | None = None, poll_s: float = 0.2, wake_action: str | None = None):
         super().__init__()
         self.host_state = host_state
         self.osc = OscEndpoint(listen_host, listen_port, "reaper")
@@ -183,10 +193,16 @@ class ReaperAdapter(HostAdapter):
         self.mailbox = ReaperMailbox(mailbox or default_mailbox())
         self.web_url = web_url.rstrip("/") if web_url else None
         self.poll_s = poll_s
+        # command id of ace_companion_wake.lua (e.g. "_RS1a2b..."): run over OSC after each command
+        self.wake_action = ("_" + wake_action.lstrip("_")) if wake_action else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._state_mtime: float | None = None
         self._loop: dict[str, float] = {}
+        self.edge_pair_s = 0.05
+        self._edge_lock = threading.Lock()
+        self._edges_pending: set[str] = set()
+        self._edge_timer: threading.Timer | None = None
         self._map_osc()
 
     # ------------------------------------------------------------- lifecycle
@@ -201,6 +217,9 @@ class ReaperAdapter(HostAdapter):
 
     def stop(self) -> None:
         self._stop.set()
+        with self._edge_lock:
+            if self._edge_timer is not None:
+                self._edge_timer.cancel()
         for t in self._threads:
             t.join(timeout=3)
         self.osc.stop()
@@ -238,6 +257,9 @@ class ReaperAdapter(HostAdapter):
         return handler
 
     def _loop_edge(self, edge: str):
+        """REAPER sends the two loop edges as separate messages, and only the ones that changed.
+        An edge waits for its partner (up to `edge_pair_s`), so a selection that moves never
+        shows a region mixing its new start with its old end."""
         def handler(sender, address, *args):
             self.seen()
             try:
@@ -246,13 +268,32 @@ class ReaperAdapter(HostAdapter):
                     raise OscArgumentError(f"loop {edge} {value} is negative")
             except OscArgumentError as exc:
                 return self._bad(address, exc)
-            self._loop[edge] = value
-            start, end = self._loop.get("start"), self._loop.get("end")
-            if start is not None and end is not None and end > start:
-                # REAPER links loop points to the time selection by default; the script's
-                # time selection (when running) updates the same field.
-                self.host_state.update(SOURCE, region_s=(start, end))
+            with self._edge_lock:
+                self._loop[edge] = value
+                self._edges_pending.add(edge)
+                if self._edge_timer is not None:
+                    self._edge_timer.cancel()
+                    self._edge_timer = None
+                if self._edges_pending != {"start", "end"}:
+                    self._edge_timer = threading.Timer(self.edge_pair_s, self._apply_loop)
+                    self._edge_timer.daemon = True
+                    self._edge_timer.start()
+                    return
+            self._apply_loop()
         return handler
+
+    def _apply_loop(self) -> None:
+        with self._edge_lock:
+            if self._edge_timer is not None:
+                self._edge_timer.cancel()
+                self._edge_timer = None
+            self._edges_pending.clear()
+            start, end = self._loop.get("start"), self._loop.get("end")
+        if start is None or end is None:
+            return
+        # REAPER links loop points to the time selection by default; no selection = 0..0 = no region.
+        # The script's time selection (when running) updates the same field.
+        self.host_state.update(SOURCE, region_s=(start, end) if end > start else None)
 
     def _transport(self, field: str):
         def handler(sender, address, *args):
@@ -341,6 +382,8 @@ class ReaperAdapter(HostAdapter):
     # ------------------------------------------------------------- render / insert
     def _command(self, command: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
         cmd_id = self.mailbox.send(command, **fields)
+        if self.wake_action:  # the script answers now instead of at its next look (0.1 s)
+            self.send(f"/action/{self.wake_action}")
         reply = self.mailbox.wait(cmd_id, timeout_s)
         if reply.get("error"):
             raise AdapterError(f"REAPER {command} failed: {reply['error']}")
@@ -350,19 +393,59 @@ class ReaperAdapter(HostAdapter):
 
     def render(self, start_s: float, end_s: float, dest_path: str, timeout_s: float = 120.0,
                source: str = "master") -> str:
+        return self.render_if_changed(start_s, end_s, dest_path, None, timeout_s, source)[0]
+
+    def render_if_changed(self, start_s: float, end_s: float, dest_path: str, since: str | None,
+                          timeout_s: float = 120.0, source: str = "master",
+                          sample_rate: int | None = None) -> tuple[str | None, str | None]:
+        """Render unless the project is unchanged since the render that returned version `since`.
+        Returns (path or None when unchanged, the project's change count as the new version)."""
         dest_path = os.path.abspath(dest_path)
         os.makedirs(os.path.dirname(dest_path), exist_ok=True)
-        reply = self._command("render", timeout_s, start=f"{start_s:.9f}", end=f"{end_s:.9f}", path=dest_path,
-                              source=source)
+        fields = {"start": f"{start_s:.9f}", "end": f"{end_s:.9f}", "path": dest_path, "source": source}
+        if since:
+            fields["unchanged_since"] = since
+        if sample_rate:
+            fields["rate"] = int(sample_rate)
+        reply = self._command("render", timeout_s, **fields)
+        version = reply.get("change_count") or None
+        if reply.get("unchanged") == "1":
+            return None, version
         path = reply.get("path") or dest_path
         if not os.path.exists(path):
             raise AdapterError(f"REAPER reported a finished render but {path} does not exist")
-        return path
+        return path, version
 
     def insert(self, path: str, position_s: float, *, track: int | None = None, new_track: bool = False,
                track_name: str = "", replace: bool = False, length_s: float | None = None,
-               timeout_s: float = 30.0) -> None:
+               group: str = "", timeout_s: float = 30.0) -> None:
         self._command("insert", timeout_s, path=os.path.abspath(path), position=f"{position_s:.9f}",
                       track=-1 if track is None else int(track), new_track=new_track,
                       track_name=track_name.replace("\n", " "), replace=replace,
+                      length="" if length_s is None else f"{length_s:.9f}", group=group)
+
+    # ------------------------------------------------------------- MIDI (Sketch -> part)
+    def read_midi(self, dest_path: str, timeout_s: float = 15.0) -> str:
+        """The notes of the selected MIDI item(s) as text (see bridge/sketch.parse_reaper_notes)."""
+        dest_path = os.path.abspath(dest_path)
+        os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+        reply = self._command("read_midi", timeout_s, path=dest_path)
+        path = reply.get("path") or dest_path
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise AdapterError(f"REAPER reported the MIDI notes in {path} but it cannot be read: {exc}") from None
+        finally:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------- Jam: one named track
+    def insert_on_named_track(self, path: str, position_s: float, track_name: str, *, length_s: float | None = None,
+                              timeout_s: float = 30.0) -> None:
+        """Insert on the track called `track_name` (made at the end of the project when missing)."""
+        self._command("insert_named", timeout_s, path=os.path.abspath(path), position=f"{position_s:.9f}",
+                      track=-1, new_track=0, track_name=track_name.replace("\n", " "), replace=0,
                       length="" if length_s is None else f"{length_s:.9f}")

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
-from engine.checkpoints import DIT_MODELS, LM_MODELS, TEXT_ENCODER_DIR, VAE_DIR
+from engine.checkpoints import DIT_MODELS, LM_MODELS, TEXT_ENCODER_DIR, TINY_MARKER, TINY_WARNING, VAE_DIR
 
 # The parity checkpoints' DiT config (tests/data/parity/checkpoints/acestep-v15-turbo/config.json).
 TINY_DIT_CONFIG = {
@@ -236,7 +236,7 @@ def write_vae(folder: Path, seed: int) -> Path:
     with warnings.catch_warnings():  # diffusers builds Oobleck with the legacy weight_norm
         warnings.simplefilter("ignore", FutureWarning)
         vae = AutoencoderOobleck(**TINY_VAE_CONFIG)
-    vae.to(torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
+    torch.nn.Module.to(vae, torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
     return folder
 
 
@@ -349,7 +349,17 @@ def make_tiny_checkpoints(root, seed: int = 0, with_lm: bool = False, dits: Iter
     log(f"wrote {root / TEXT_ENCODER_DIR} (Qwen3Model + byte-level BPE tokenizer)")
     if with_lm:
         written.extend(_write_lms(root, seed, log))
+    for folder in written:
+        write_tiny_marker(folder, seed)
     return written
+
+
+def write_tiny_marker(folder: Path, seed: int) -> None:
+    """Mark a folder as random weights, so `download`, the engine and the window can say so."""
+    note = {"tiny": True, "seed": seed, "warning": TINY_WARNING,
+            "replace_with": "ace-companion download (replaces these folders with the published weights)"}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / TINY_MARKER).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_lms(root: Path, seed: int, log: Callable[[str], None]) -> list[Path]:
@@ -389,6 +399,7 @@ def run(args) -> int:
     except OSError as exc:
         print(f"make-tiny-checkpoints: cannot write to {root} ({exc.strerror or exc})", file=sys.stderr)
         return 1
-    print(f"tiny checkpoints ready: use --checkpoints {root.resolve()} or "
-          f"ACE_COMPANION_CHECKPOINTS={root.resolve()}")
+    print(f"tiny checkpoints ready ({TINY_WARNING}): use --checkpoints {root.resolve()} or "
+          f"ACE_COMPANION_CHECKPOINTS={root.resolve()}; `ace-companion download` replaces them with "
+          f"the real weights")
     return 0

@@ -32,7 +32,9 @@ class VAE:
         """The folder's AutoencoderOobleck, loaded strictly; the published bf16 file is upcast to fp32
         and then moved to the run dtype."""
         model = load_vae(path)
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        # torch's own `to`: diffusers' override warns "should be kept in float32: []" on every cast,
+        # even though Oobleck names no such module.
+        model = torch.nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, device, dtype)
 
     # ------------------------------------------------------------------ encode

@@ -8,7 +8,6 @@ Errors are JSON `{"detail": "<what is wrong>", "field": "<request field>"|null}`
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import platform
@@ -17,24 +16,29 @@ import sys
 import time
 from typing import Any
 
-from fastapi import FastAPI, File, Request, UploadFile
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from engine import __version__
+from engine.checkpoints import TINY_WARNING, tiny_in_use
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
-from engine.service.upstream import add_upstream_routes
-from engine.service.http_common import HTTPProblem, check_content_length, save_upload
+from engine.service.upstream import add_upstream_routes, model_inventory
+from engine.service.guard import Guard, GuardSettings, allowed_host_set
+from engine.service.http_common import HTTPProblem, check_content_length, loads_json, read_form, save_upload
 from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
 KEEPALIVE_S = 15.0
-# Paths where an upstream client may send its key as `ai_token` in the body instead of a header.
-BODY_TOKEN_PATHS = ("/release_task", "/query_result")
+LONG_WAIT_THREADS = 2
+UPLOAD_THREADS = 4
 
 
 # ------------------------------------------------------------------ bodies
@@ -81,19 +85,48 @@ _JOB_OPENAPI = {
 }
 
 
+_UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}}},
+    }
+}
+
+
 def create_app(service: EngineService, token: str | None = None,
-               allow_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
-    """The API app. `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS)."""
+               allow_origins: list[str] | tuple[str, ...] = (), allow_hosts: list[str] | tuple[str, ...] = (),
+               bound_host: str | None = None) -> FastAPI:
+    """The API app.
+
+    `allow_origins`: web pages (e.g. a browser DAW) allowed to call it (CORS). `allow_hosts`: extra
+    names the engine may be reached under (`Host` header; "*" for any) besides localhost, its
+    loopback addresses and `bound_host`. See `engine.service.guard` for what is refused and why.
+    """
     app = FastAPI(title="ACE Companion engine", version=__version__,
                   description="Job API for ACE-Step 1.5 generation: queue, progress, cancel, results. "
                               "Also serves a compatible subset of upstream ACE-Step 1.5's REST API.")
     app.state.service = service
+    # Quick routes (health, polling, cancel) are async and never wait on a thread. Work that can take
+    # long (model switches, copying uploads) runs on these small pools of its own; callers beyond
+    # their size wait in the event loop, holding no thread from the shared pool.
+    app.state.long_wait_limiter = anyio.CapacityLimiter(LONG_WAIT_THREADS)
+    app.state.upload_limiter = anyio.CapacityLimiter(UPLOAD_THREADS)
     app.state.token = token or None
+    hosts, any_host = allowed_host_set(bound_host, list(allow_hosts))
+    app.state.guard = GuardSettings(token=token or None, allowed_hosts=hosts, allowed_origins=tuple(allow_origins),
+                                    max_upload_bytes=service.max_upload_bytes, any_host=any_host)
 
     # -------------------------------------------------------------- errors
     @app.exception_handler(HTTPProblem)
     async def _problem(_: Request, exc: HTTPProblem):
         return JSONResponse({"detail": exc.detail, "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_exception(_: Request, exc: StarletteHTTPException):  # 404 route, 405 method, body errors
+        return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError):
@@ -102,6 +135,12 @@ def create_app(service: EngineService, token: str | None = None,
     @app.exception_handler(UnknownJob)
     async def _unknown_job(_: Request, exc: UnknownJob):
         return JSONResponse({"detail": f"no job with id '{exc.args[0]}'", "field": None}, status_code=404)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect):
+        # a client that drops an upload halfway: one line in the log, not a traceback
+        service.log(f"{request.method} {request.url.path}: the client disconnected before the request was read")
+        return JSONResponse({"detail": "client disconnected", "field": None}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -115,62 +154,56 @@ def create_app(service: EngineService, token: str | None = None,
         return JSONResponse({"detail": f"{field}: {message}" if field else message, "field": field},
                             status_code=422)
 
-    # -------------------------------------------------------------- auth
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        request.state.authorized = True
-        expected = app.state.token
-        if expected:
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
-            if not ok:
-                if request.url.path in BODY_TOKEN_PATHS:
-                    request.state.authorized = False  # the handler may still accept `ai_token`
-                else:
-                    return JSONResponse({"detail": "missing or wrong token: send 'Authorization: Bearer TOKEN'",
-                                         "field": None}, status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
-
     # -------------------------------------------------------------- health and models
     @app.get("/health", summary="Engine status: models, device, memory, queue")
-    def health() -> dict:
+    async def health() -> dict:
         info = service.info()
+        tiny = _tiny_weights(info)
         return {
             "status": "ok", "version": __version__, "uptime_s": round(time.time() - service.started_at, 1),
             "device": info.get("device"), "dtype": info.get("dtype"), "dit": info.get("dit"),
             "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
             "memory": memory_status(), "queue": service.queue_counts(),
             "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
+            "disk": service.store.disk_status(),
+            "tiny_weights": tiny, "warning": TINY_WARNING if tiny else None,
             # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
             "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
             "code": 200, "error": None, "timestamp": int(time.time() * 1000),
         }
 
     @app.get("/v1/models", summary="Loaded and available DiT / LM models")
-    def models() -> dict:
+    async def models() -> dict:
         return models_json(service)
 
     @app.post("/v1/models/load", summary="Switch the DiT and/or the LM (waits for the running job)")
-    def load_models(body: LoadModelsBody) -> dict:
+    async def load_models(body: LoadModelsBody) -> dict:
         given = body.model_fields_set
-        try:
-            info = service.load_models(dit=body.dit if "dit" in given else None,
+
+        def load() -> dict:
+            return service.load_models(dit=body.dit if "dit" in given else None,
                                        lm=body.lm if "lm" in given else ...)
+
+        try:  # waits for the running job: on its own small pool, so waiting callers hold no shared thread
+            info = await anyio.to_thread.run_sync(load, limiter=app.state.long_wait_limiter)
         except EngineError as exc:
             raise HTTPProblem(400, str(exc), "dit" if "dit" in given else "lm") from None
         return {"loaded": info, **models_json(service)}
 
     # -------------------------------------------------------------- files
-    @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request")
-    async def upload_file(request: Request, file: UploadFile = File(...)) -> dict:
+    @app.post("/v1/files", summary="Upload an audio file; use it as \"file:<id>\" in a request",
+              openapi_extra=_UPLOAD_OPENAPI)
+    async def upload_file(request: Request) -> dict:
         check_content_length(request, service.max_upload_bytes)
-        return await save_upload(service, file, "file")
+        form = await read_form(request)
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUploadFile):
+            raise HTTPProblem(422, "file: missing (send the audio as multipart form field 'file')", "file")
+        return await save_upload(service, upload, "file", request.app.state.upload_limiter)
 
     @app.get("/v1/files/{file_id}", summary="Download an uploaded file or a rendered result",
              response_class=FileResponse)
-    def download_file(file_id: str):
+    async def download_file(file_id: str):
         found = service.file_path(file_id)
         if found is None:
             raise HTTPProblem(404, f"no file with id '{file_id}'")
@@ -186,19 +219,19 @@ def create_app(service: EngineService, token: str | None = None,
         return {"id": job.id, "state": job.state}
 
     @app.get("/v1/jobs", summary="All jobs, oldest first")
-    def list_jobs() -> dict:
+    async def list_jobs() -> dict:
         return {"jobs": service.list_jobs()}
 
     @app.get("/v1/jobs/{job_id}", summary="One job: state, progress, results")
-    def get_job(job_id: str) -> dict:
+    async def get_job(job_id: str) -> dict:
         return service.job_json(job_id)
 
     @app.delete("/v1/jobs/{job_id}", summary="Cancel a queued or running job")
-    def cancel_job(job_id: str) -> dict:
+    async def cancel_job(job_id: str) -> dict:
         return service.job_json(service.cancel(job_id))
 
     @app.put("/v1/jobs/{job_id}/autogen", summary="Turn AutoGen (endless new variations) on or off")
-    def set_autogen(job_id: str, body: AutogenBody) -> dict:
+    async def set_autogen(job_id: str, body: AutogenBody) -> dict:
         return service.job_json(service.set_autogen(job_id, body.enabled))
 
     @app.get("/v1/jobs/{job_id}/events", summary="Server-Sent Events: progress and state until the job ends",
@@ -210,10 +243,59 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    document_errors(app)
+    app.add_middleware(Guard)  # wraps every route, also those added to `app` later
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
         app.add_middleware(CORSMiddleware, allow_origins=list(allow_origins), allow_methods=["*"],
                            allow_headers=["*"])
     return app
+
+
+# ------------------------------------------------------------------ the OpenAPI document
+def document_errors(app: FastAPI) -> None:
+    """Make /openapi.json list the errors each route really answers, all in the `{detail, field}` shape.
+
+    Applied when the document is first built, so it covers routes added after `create_app` too.
+    Every route may answer 401 (token) and 403 (Host/Origin); routes with a body or query 400, 413,
+    415 and 422; routes with an id in the path (and /v1/audio) 404; uploads 507 (disk full).
+    """
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                codes = {"401", "403"}
+                if operation.get("requestBody") or operation.get("parameters"):
+                    codes |= {"400", "422"}
+                if method in ("post", "put", "patch"):
+                    codes |= {"400", "413", "415", "422", "507"}
+                if "{" in path or path == "/v1/audio":
+                    codes.add("404")
+                for code in sorted(codes | ({"422"} & set(responses))):
+                    responses[str(code)] = {"description": _ERROR_MEANINGS[code], "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["detail", "field"],
+                 "properties": {"detail": {"type": "string"}, "field": {"type": ["string", "null"]}}}
+_ERROR_MEANINGS = {
+    "400": "malformed body (JSON, form) or an unusable upload", "401": "missing or wrong token",
+    "403": "Host or Origin not allowed", "404": "no such job, file or result",
+    "413": "body or upload too large", "415": "unsupported content type, or a form POST without "
+                                             "X-ACE-Companion", "422": "a field with a wrong type or value",
+    "507": "the results folder is full or read-only",
+}
 
 
 # ------------------------------------------------------------------ helpers used by the routes
@@ -244,10 +326,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         check_content_length(request, service.max_upload_bytes * 2)
-        try:
-            form = await request.form()
-        except Exception as exc:  # malformed multipart
-            raise HTTPProblem(400, f"malformed multipart body: {exc}") from None
+        form = await read_form(request)
         text = form.get("request")
         if not isinstance(text, str):
             raise HTTPProblem(422, "request: missing form field 'request' (the request as JSON text)", "request")
@@ -261,7 +340,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
         for name in JOB_UPLOAD_FIELDS:
             upload = form.get(name)
             if isinstance(upload, StarletteUploadFile):
-                saved = await save_upload(service, upload, name)
+                saved = await save_upload(service, upload, name, request.app.state.upload_limiter)
                 body["request"][name] = FILE_REF_PREFIX + saved["id"]
         return body
     if content_type not in ("application/json", ""):
@@ -285,7 +364,7 @@ async def read_job_body(service: EngineService, request: Request) -> dict:
 
 def _parse_json(text: str, field: str | None) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         where = f"{field}: " if field else ""
         raise HTTPProblem(400, f"{where}malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
@@ -299,6 +378,15 @@ def _form_bool(name: str, value: str) -> bool:
     if lowered in ("false", "0", "no", "off", ""):
         return False
     raise HTTPProblem(422, f"{name}: expected true or false, got {value!r}", name)
+
+
+def _tiny_weights(info: dict) -> bool:
+    """Whether the loaded models come from `make-tiny-checkpoints` (random weights: noise)."""
+    root = info.get("checkpoints")
+    try:
+        return bool(root) and tiny_in_use(root, info.get("dit"), info.get("lm"))
+    except OSError:
+        return False
 
 
 def models_json(service: EngineService) -> dict:
@@ -320,11 +408,7 @@ def models_json(service: EngineService) -> dict:
         "dit": loaded_dit, "lm": loaded_lm, "device": info.get("device"), "dtype": info.get("dtype"),
         "checkpoints": root, "dits": dits, "lms": lms,
         # upstream ACE-Step 1.5 shape, for its clients
-        "data": {
-            "models": [{"name": d, "is_default": d == loaded_dit, "is_loaded": d == loaded_dit} for d in dits],
-            "default_model": loaded_dit, "lm_models": lms, "loaded_lm_model": loaded_lm,
-            "llm_initialized": bool(loaded_lm),
-        },
+        "data": model_inventory(service),
         "code": 200, "error": None,
     }
 

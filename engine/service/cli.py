@@ -8,7 +8,7 @@ import os
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
+DEFAULT_PORT = 8001
 ENV_TOKEN = "ACE_COMPANION_TOKEN"
 
 
@@ -32,8 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=512.0,
                         help="largest accepted upload in MiB (default 512)")
     parser.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                        help="let web pages from ORIGIN (e.g. http://localhost:5173 for ACE-Step-DAW) call the "
+                        help="let web pages from ORIGIN (e.g. http://localhost:5174 for ACE-Step-DAW) call the "
                              "engine from a browser (CORS); repeatable")
+    parser.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                        help="let HTTP requests name audio files under DIR by path (src_audio, reference_audio); "
+                             "repeatable. Default: none, so clients upload files (file:<id>) or name results")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="also answer requests addressed to NAME (the Host header), e.g. a LAN name of "
+                             "this machine; '*' for any. Default: localhost, 127.0.0.1, [::1], --host, and with "
+                             "--host 0.0.0.0 this machine's host name and addresses")
     parser.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"),
                         help="HTTP server log level (default warning)")
 
@@ -64,11 +71,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         print(f"ace-companion engine: --port {args.port} is not a TCP port (1-65535)", file=sys.stderr)
         return 2
-    if args.max_upload_mb <= 0:
-        print("ace-companion engine: --max-upload-mb must be positive", file=sys.stderr)
+    if not (args.max_upload_mb > 0 and args.max_upload_mb < 1e6):
+        print("ace-companion engine: --max-upload-mb must be a positive number of MiB", file=sys.stderr)
         return 2
-
-    import uvicorn
+    for folder in args.allow_path:
+        if not os.path.isdir(os.path.expanduser(folder)):
+            print(f"ace-companion engine: --allow-path {folder} is not a folder", file=sys.stderr)
+            return 2
 
     from engine.checkpoints import resolve_root
     from engine.service.app import create_app
@@ -86,19 +95,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)
         return 1
     info = pipeline.info()
+    from engine.checkpoints import TINY_WARNING, tiny_in_use
+    tiny = tiny_in_use(root, info.get("dit"), info.get("lm"))
     print(f"engine: ready on {info.get('device')} ({info.get('dtype')}), DiT {info.get('dit')}, "
-          f"LM {info.get('lm') or 'none'}", file=sys.stderr, flush=True)
+          f"LM {info.get('lm') or 'none'}" + (f"; {TINY_WARNING} (`ace-companion download` fetches the real "
+                                              f"ones)" if tiny else ""), file=sys.stderr, flush=True)
 
     service = EngineService(pipeline, results_dir=args.results,
-                            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(service, token=token, allow_origins=args.allow_origin)
+                            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_roots=args.allow_path)
+    app = create_app(service, token=token, allow_origins=args.allow_origin, allow_hosts=args.allow_host,
+                     bound_host=args.host)
     service.start()
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"engine: serving http://{shown_host}:{args.port} (results in {service.store.root}"
           f"{', token required' if token else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
+    return serve(app, service, host=args.host, port=args.port, log_level=args.log_level)
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived (systemd, Docker, a process manager): stop as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def serve(app, service, host: str, port: int, log_level: str = "warning") -> int:
+    """Serve until Ctrl-C or SIGTERM; either way the running job goes back to the queue and we exit 0.
+
+    uvicorn shuts down on both signals and then raises the signal again; for SIGTERM the default
+    action would kill the process before `service.stop()` could requeue the running job.
+    """
+    import signal
+
+    import uvicorn
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        # event streams stay open while jobs run; do not let them hold up Ctrl-C
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=3)
+        # event streams stay open while jobs run; do not let them hold up the stop
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+    except (KeyboardInterrupt, _Terminated):
+        pass
     finally:
         service.stop()
+        signal.signal(signal.SIGTERM, previous)
+    print("engine: stopped", file=sys.stderr, flush=True)
     return 0

@@ -33,6 +33,9 @@ FINAL_STATES = ("done", "failed", "cancelled")
 FILE_REF_PREFIX = "file:"
 AUDIO_INPUT_FIELDS = ("src_audio", "reference_audio")
 RESTARTED_MESSAGE = "engine restarted during the job"
+UPLOAD_TTL_S = 3600.0  # an upload no job needs is deleted this long after its last use
+LM_PREFIX = "acestep-5Hz-lm-"
+DEFAULT_LM = LM_PREFIX + "0.6B"  # upstream's default LM, the one thinking loads when none is named
 
 
 class UnknownJob(KeyError):
@@ -71,9 +74,39 @@ class Job:
     def record(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._PERSISTED}
 
+    @staticmethod
+    def record_problem(record: dict[str, Any]) -> str | None:
+        """What is wrong with a persisted job record (from an older, newer or damaged engine), or None."""
+        number = (int, float)
+        kinds: dict[str, tuple] = {
+            "request": (dict,), "priority": (str,), "autogen": (bool,), "seq": (int,), "state": (str,),
+            "progress": (dict, type(None)), "error": (str, type(None)), "results": (list,),
+            "lm_plan": (dict, type(None)), "seeds": (list, type(None)), "models": (dict, type(None)),
+            "timings": (dict, type(None)), "created_at": number, "started_at": number + (type(None),),
+            "finished_at": number + (type(None),), "autogen_parent": (str, type(None)),
+            "autogen_next": (str, type(None)),
+        }
+        for name, allowed in kinds.items():
+            if name not in record:
+                if name in ("request", "state"):
+                    return f"'{name}' is missing"
+                continue
+            value = record[name]
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                return f"'{name}' is {type(value).__name__}, expected {' or '.join(k.__name__ for k in allowed)}"
+        if record.get("priority", "interactive") not in PRIORITIES:
+            return f"unknown priority {record['priority']!r}"
+        for result in record.get("results", []):
+            if not isinstance(result, dict) or not isinstance(result.get("path", ""), str) \
+                    or not isinstance(result.get("file_id", ""), str):
+                return "a result entry is not a {file_id, path, ...} object"
+        return None
+
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Job":
         known = {name: record[name] for name in cls._PERSISTED if name in record}
+        if known.get("progress") is None:
+            known.pop("progress", None)
         return cls(**known)
 
 
@@ -85,10 +118,14 @@ class EngineService:
     """
 
     def __init__(self, pipeline: Any, results_dir: str | os.PathLike = "results",
-                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None):
+                 max_upload_bytes: int = 512 * 1024 * 1024, log: Callable[[str], None] | None = None,
+                 upload_ttl_s: float = UPLOAD_TTL_S, allowed_roots: list[str | os.PathLike] | tuple = ()):
         self.pipeline = pipeline
         self.store = Store(results_dir)
+        # Folders whose files a request may name by path (`--allow-path`); none by default.
+        self.allowed_roots = [Path(os.path.realpath(os.path.expanduser(os.fspath(r)))) for r in allowed_roots]
         self.max_upload_bytes = int(max_upload_bytes)
+        self.upload_ttl_s = float(upload_ttl_s)
         self.log = log or (lambda line: print(f"engine: {line}", file=sys.stderr, flush=True))
         self.started_at = time.time()
         self._lock = threading.RLock()
@@ -102,6 +139,11 @@ class EngineService:
         self._seq = itertools.count()
         self._stopping = False
         self._worker: threading.Thread | None = None
+        # What upstream clients call the default model: the DiT / LM loaded at start or chosen
+        # with load_models; a job may load another DiT for itself without changing these.
+        loaded = self.info()
+        self.default_dit: str | None = loaded.get("dit")
+        self.default_lm: str | None = loaded.get("lm")
         self._recover()
 
     # ================================================================ lifecycle
@@ -123,9 +165,9 @@ class EngineService:
             self._worker = None
 
     def _recover(self) -> None:
-        records, problems = self.store.load_jobs()
+        records, problems = self.store.load_jobs(check=Job.record_problem)
         for problem in problems:
-            self.log(f"skipping unreadable job file {problem}")
+            self.log(f"quarantined job file {problem}")
         max_seq = -1
         for record in records:
             try:
@@ -151,7 +193,7 @@ class EngineService:
             for result in job.results:
                 self._remember_result_files(result)
             if job.state == "queued":
-                self._queues.get(job.priority, self._queues["background"]).append(job)
+                self._queues[job.priority].append(job)
             if changed:
                 self._persist(job)
         self._seq = itertools.count(max_seq + 1)
@@ -172,6 +214,8 @@ class EngineService:
         if not isinstance(autogen, bool):
             raise RequestError("autogen", f"expected true or false, got {autogen!r}")
         parsed = GenerationRequest.from_dict(request)
+        if parsed.dit is not None:
+            check_model_name("dit", parsed.dit)
         for name in AUDIO_INPUT_FIELDS:
             value = getattr(parsed, name)
             if value is not None:
@@ -259,18 +303,11 @@ class EngineService:
         return None
 
     def result_path_allowed(self, path: str) -> Path | None:
-        """A rendered file under the results folder named by its path (for upstream /v1/audio)."""
-        try:
-            resolved = Path(path).expanduser().resolve()
-        except (OSError, ValueError):
+        """A rendered audio file under the results folder named by its path (for upstream /v1/audio)."""
+        if "\0" in path or not os.path.isabs(path):
             return None
-        try:
-            relative = resolved.relative_to(self.store.root)
-        except ValueError:
-            return None
-        if relative.parts and relative.parts[0] in (JOBS_DIR, UPLOADS_DIR):
-            return None
-        return resolved if resolved.is_file() else None
+        real = Path(os.path.realpath(path))
+        return real if self._is_result_file(real) and real.is_file() else None
 
     # ================================================================ models
     def info(self) -> dict[str, Any]:
@@ -285,15 +322,22 @@ class EngineService:
             raise RequestError("dit", "expected a model folder name such as 'acestep-v15-turbo'")
         if lm is not ... and lm is not None and not isinstance(lm, str):
             raise RequestError("lm", "expected '0.6B', '1.7B', '4B', a folder name, or null")
+        if dit is not None:
+            check_model_name("dit", dit.strip())
+        if isinstance(lm, str):
+            check_model_name("lm", lm.strip())
         with self._pipeline_lock:
             try:
                 if dit is not None:
                     self.log(f"loading DiT {dit}")
                     self.pipeline.load_dit(dit.strip())
+                    self.default_dit = self.info().get("dit") or dit.strip()
                 if lm is not ...:
                     lm_name = None if lm is None or lm.strip().lower() in ("", "none") else lm.strip()
                     self.log(f"loading LM {lm_name}")
                     self.pipeline.load_lm(lm_name)
+                    if lm_name is not None:
+                        self.default_lm = self.info().get("lm") or lm_name
             except (EngineError, RequestError):
                 raise
             except MemoryError:
@@ -359,11 +403,41 @@ class EngineService:
             finally:
                 with self._lock:
                     self._running = None
+            self.prune_uploads(self.upload_ttl_s)
+
+    def prune_uploads(self, ttl_s: float, now: float | None = None) -> list[str]:
+        """Delete uploads that no queued or running job needs and that nothing has used for
+        `ttl_s` seconds (used = uploaded, or named by a job). Keeps disk use bounded when a
+        client (the DAW bridge) uploads context audio for every change. Returns the ids deleted."""
+        now = time.time() if now is None else now
+        last_used: dict[str, float] = {}
+        needed: set[str] = set()
+        with self._lock:
+            for job in self._jobs.values():
+                for name in AUDIO_INPUT_FIELDS:
+                    value = job.request.get(name)
+                    if isinstance(value, str) and value.startswith(FILE_REF_PREFIX):
+                        file_id = value[len(FILE_REF_PREFIX):]
+                        if job.state not in FINAL_STATES:
+                            needed.add(file_id)
+                        used = job.finished_at or job.created_at or 0.0
+                        last_used[file_id] = max(last_used.get(file_id, 0.0), used)
+        removed = []
+        for file_id in self.store.upload_ids():
+            if file_id in needed:
+                continue
+            meta = self.store.upload_meta(file_id) or {}
+            used = max(last_used.get(file_id, 0.0), float(meta.get("created_at") or 0.0))
+            if now - used > ttl_s:
+                self.store.remove_upload(file_id)
+                removed.append(file_id)
+        return removed
 
     def _run(self, job: Job) -> None:
         try:
             request = self._resolved_request(job)
             with self._pipeline_lock:
+                self._load_lm_for_thinking(job, request)
                 output = self.pipeline.generate(request, progress=lambda ev: self._on_progress(job, ev),
                                                 cancel=lambda: job.cancel_requested)
             if job.cancel_requested:
@@ -405,23 +479,52 @@ class EngineService:
                 self._queue_follow_up(job)  # before "done", so listeners see `autogen_next`
             self._finish(job, "done", None)
 
+    def _load_lm_for_thinking(self, job: Job, request: GenerationRequest) -> None:
+        """thinking=true with no LM loaded: load one now, as upstream's server does on demand."""
+        if not request.thinking or self.info().get("lm"):
+            return
+        from engine.lm.planner import SKIP_LM_TASKS
+
+        if request.task_type in SKIP_LM_TASKS:
+            return
+        name = self.default_lm or self._installed_lm()
+        self._on_progress(job, ProgressEvent("load_lm", 0, 1, f"loading LM {name} for thinking"))
+        self.log(f"job {job.id}: loading LM {name} on demand (thinking=true)")
+        self.pipeline.load_lm(name)
+        self.default_lm = self.info().get("lm") or name
+
+    def _installed_lm(self) -> str:
+        """The smallest LM folder under the checkpoints root; EngineError saying how to get one if none."""
+        root = Path(self.info().get("checkpoints") or "checkpoints")
+        found = sorted((p.name for p in root.glob(LM_PREFIX + "*") if (p / "config.json").is_file()),
+                       key=_lm_size)
+        if not found:
+            raise EngineError(f"thinking=true needs the 5 Hz LM, but no LM checkpoint is installed: "
+                              f"{root / DEFAULT_LM} is missing. Download it with "
+                              f"`ace-companion download --model 0.6B` (or send thinking=false)")
+        return found[0]
+
     def _on_progress(self, job: Job, event: ProgressEvent) -> None:
         with self._lock:
             job.progress = event.to_dict() if hasattr(event, "to_dict") else dict(event)
             self._publish(job, "progress")
 
     def _write_results(self, job: Job, output: Any) -> list[dict[str, Any]]:
+        """Write every item and its sidecar, or none: on failure the files of this job are removed."""
         audio_format = job.request.get("audio_format", "wav")
         sample_rate = int(output.sample_rate)
         results = []
+        written: list[Path] = []
         try:
+            self.store.check_room(sum(self.store.result_bytes(audio, audio_format) for audio in output.audio))
             for index, (audio, seed) in enumerate(zip(output.audio, output.seeds)):
                 sidecar = {
                     "job_id": job.id, "index": index, "seed": int(seed), "request": job.request,
                     "resolved_request": output.request, "models": output.models, "timings": output.timings,
                     "lm_plan": output.lm_plan, "sample_rate": sample_rate, "created_at": job.created_at,
                 }
-                path = self.store.write_result(job.id, index, int(seed), audio, sample_rate, audio_format, sidecar)
+                path = self.store.write_result(job.id, index, int(seed), audio, sample_rate, audio_format, sidecar,
+                                               written=written)
                 frames = _frame_count(audio)
                 file_id = new_id()
                 results.append({
@@ -434,11 +537,12 @@ class EngineService:
                     from engine.audio_io import write_audio  # local: the service module stays torch-free
 
                     take_path = path.with_name(f"{path.stem}-take.wav")
+                    written.append(take_path)
                     write_audio(take_path, full[index])
                     results[-1].update(take_file_id=new_id(), take_path=str(take_path))
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise ResultWriteError(f"could not write the result to {self.store.root}: {reason}") from None
+        except Exception as exc:  # disk full, read-only, or libsndfile's "System error."
+            self.store.remove_results(job.id, written)
+            raise ResultWriteError(self.store.write_problem(exc)) from None
         if len(results) != len(output.audio):
             raise EngineError(f"pipeline returned {len(output.audio)} clips but {len(output.seeds)} seeds")
         return results
@@ -511,31 +615,61 @@ class EngineService:
             ahead += len(queue)
         return 0
 
-    def _check_input(self, name: str, value: str) -> None:
-        problem = self._input_problem(value)
+    def confine_path(self, name: str, value: str) -> Path:
+        """The file a request field names, if a client may have the engine read it; else RequestError.
+
+        For every route that takes a path: uploads (`file:<id>`), rendered results, and files under
+        `allowed_roots` (`--allow-path`), symlinks resolved. Anything else is refused without saying
+        whether it exists."""
+        return self._check_input(name, value)
+
+    def _check_input(self, name: str, value: str) -> Path:
+        path, problem = self._input_path(value)
         if problem:
             raise RequestError(name, problem)
+        return path
 
-    def _file_ref_path(self, file_id: str) -> Path | None:
-        """An upload id or a result's file id -> its path on this machine (None when unknown)."""
-        if not is_valid_id(file_id):
-            return None
-        if self.store.upload_meta(file_id) is not None:
-            return self.store.upload_path(file_id)
-        with self._lock:
-            path = self._result_files.get(file_id)
-        return path if path is not None and path.is_file() else None
+    def _input_path(self, value: str) -> tuple[Path | None, str | None]:
+        """Where an audio input is read from, or why it may not be read.
 
-    def _input_problem(self, value: str) -> str | None:
+        Allowed: `file:<id>` of an upload or of a rendered result, a rendered result named by its
+        path, and files under `allowed_roots`. Paths are resolved (symlinks too) before the check,
+        and nothing is said about whether a file outside exists.
+        """
         if value.startswith(FILE_REF_PREFIX):
             file_id = value[len(FILE_REF_PREFIX):]
-            if self._file_ref_path(file_id) is None:
-                return (f"unknown file id '{file_id}' (upload the audio with POST /v1/files first, "
-                        f"or name a result by its file_id)")
-            return None
-        if not Path(value).expanduser().is_file():
-            return f"file not found on the engine machine: {value} (upload it with POST /v1/files)"
-        return None
+            if is_valid_id(file_id):
+                path = self.store.upload_path(file_id)
+                if path is None:
+                    with self._lock:
+                        path = self._result_files.get(file_id)
+                if path is not None and path.is_file():
+                    return path, None
+            return None, f"unknown file id '{file_id[:64]}' (upload the audio with POST /v1/files first)"
+        if "\0" in value or "://" in value:
+            return None, "expected 'file:<id>' or a path, not a URL (upload the audio with POST /v1/files)"
+        if not os.path.isabs(value):
+            return None, (f"'{value[:200]}' is not an absolute path; the engine does not expand '~' or read "
+                          f"relative paths (upload the audio with POST /v1/files)")
+        real = Path(os.path.realpath(value))
+        records = (self.store.jobs_dir, self.store.uploads_dir)  # never by path, even under an allowed root
+        if not any(_inside(real, folder) for folder in records) and (
+                self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots)):
+            if real.is_file():
+                return real, None
+            return None, f"file not found on the engine machine: {value[:200]}"
+        return None, (f"'{value[:200]}' is outside the folders this engine reads from (its results and "
+                      f"--allow-path folders); upload the audio with POST /v1/files and send 'file:<id>'")
+
+    def _is_result_file(self, real: Path) -> bool:
+        """A rendered audio file: results/<job id>/<name>.wav|flac, not the job or upload records."""
+        if not _inside(real, self.store.root):
+            return False
+        parts = real.relative_to(self.store.root).parts
+        return len(parts) == 2 and is_valid_id(parts[0]) and real.suffix.lower() in (".wav", ".flac")
+
+    def _input_problem(self, value: str) -> str | None:
+        return self._input_path(value)[1]
 
     def _missing_inputs(self, request: dict[str, Any]) -> str | None:
         for name in AUDIO_INPUT_FIELDS:
@@ -558,15 +692,24 @@ class EngineService:
         for name in AUDIO_INPUT_FIELDS:
             value = getattr(job.parsed, name)
             if isinstance(value, str) and value:
-                self._check_input(name, value)
-                if value.startswith(FILE_REF_PREFIX):
-                    paths[name] = str(self._file_ref_path(value[len(FILE_REF_PREFIX):]))
+                paths[name] = str(self._check_input(name, value))  # the resolved path, checked again now
         return job.parsed.with_inputs(**paths)
 
 
 # `work` of a job whose pipeline does not count its work (stand-ins in tests).
 UNCOUNTED_WORK = {"encoded_frames": 0, "decoded_frames": 0, "dit_tokens": 0, "dit_steps": 0,
                   "decoder_receptive_field": 0, "cache": {"source": "none", "conditioning": "miss"}}
+
+
+def check_model_name(name: str, value: str) -> None:
+    """Model names are folders directly under the checkpoints root, never paths."""
+    if value in (".", "..") or any(sep in value for sep in ("/", "\\", "\0")) or os.path.isabs(value):
+        raise RequestError(name, f"'{value[:100]}' is not a model folder name (a name such as "
+                                 f"'acestep-v15-turbo', without '/' or '..')")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 class ResultWriteError(EngineError):
@@ -590,6 +733,14 @@ def _free_cuda_cache() -> None:
                 torch.cuda.empty_cache()
         except Exception:
             pass
+
+
+def _lm_size(folder: str) -> float:
+    """'acestep-5Hz-lm-1.7B' -> 1.7 (unknown sizes sort last)."""
+    try:
+        return float(folder[len(LM_PREFIX):].rstrip("Bb"))
+    except ValueError:
+        return float("inf")
 
 
 def _frame_count(audio: Any) -> int:

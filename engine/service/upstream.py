@@ -1,14 +1,13 @@
-"""A compatible subset of upstream ACE-Step 1.5's REST API (`acestep-api`).
+"""Upstream ACE-Step 1.5's REST API (`acestep-api`), as its clients use it.
 
-So that existing clients (the ACE-Step VST3 plugin, ACE-Step-DAW, scripts written
-for upstream) work against our engine:
+So that existing clients (ACE-Step-DAW, the acestep VST3 plugin, scripts written for upstream)
+work against our engine unchanged. Everything answers in upstream's envelope
+`{"data", "code", "error", "timestamp", "extra"}`:
 
-- `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`,
-  `reference_audio`/`ref_audio`) -> `{"data": {"task_id", "status": "queued", "queue_position"}, "code": 200, ...}`
-- `POST /query_result`  `{"task_id_list": [...]}` (or that list as a JSON string) ->
-  `{"data": [{"task_id", "status": 0|1|2, "result": "<JSON list of results>", ...}], ...}`
-- `GET /v1/audio?path=...`  downloads a rendered file (only files under the results folder)
-- `GET /v1/stats`  job counts
+- `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`, `reference_audio`/`ref_audio`)
+- `POST /query_result`  `{"task_id_list": [...]}`; `result` is a JSON list: progress while running,
+  `result[0].error` when failed, one entry per file when done
+- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init`, `GET /v1/lora/status`
 
 Parameter names follow upstream (`prompt`, `audio_duration`, `key_scale`, `time_signature`,
 `src_audio_path`, `use_random_seed`, ...), with its snake/camel-case aliases. Upstream-only
@@ -22,17 +21,27 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import os
 import time
 import urllib.parse
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from engine.request import GenerationRequest, RequestError
-from engine.service.core import FILE_REF_PREFIX, EngineService, UnknownJob
-from engine.service.http_common import HTTPProblem, check_content_length, save_upload
+from engine.request import TASK_TYPES, GenerationRequest, RequestError
+from engine.service.core import (
+    DEFAULT_LM,
+    FILE_REF_PREFIX,
+    LM_PREFIX,
+    PRIORITIES,
+    EngineService,
+    UnknownJob,
+)
+from engine.service.http_common import HTTPProblem, check_content_length, loads_json, save_upload
+from engine.types import EngineError
 
 # upstream name or alias -> our GenerationRequest field
 ALIASES = {
@@ -62,19 +71,35 @@ IGNORED = {"ai_token", "instruction", "lm_model_path", "lm_backend", "constraine
 UNSUPPORTED_FLAGS = {"sample_mode", "use_format", "useFormat", "format"}
 UNSUPPORTED_TEXT = {"sample_query", "sampleQuery", "description", "desc", "timesteps"}
 UPSTREAM_BATCH_SIZE = 2  # upstream's REST default
+TURBO_TASKS = ("text2music", "repaint", "cover")
+ENV = "ace-companion"  # the `env` upstream writes into each result entry
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(GenerationRequest)}
+
+
+QUEUE_MAXSIZE = 200  # upstream's default; /release_task answers 429 beyond it
+INITIAL_AVG_JOB_SECONDS = 5.0  # upstream's estimate until a job has finished
+LORA_IDLE = {"lora_loaded": False, "use_lora": False, "lora_scale": 1.0, "adapter_type": None, "scales": {},
+             "active_adapter": None, "adapters": [], "synthetic_default_mode": False}
 
 
 def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
     @app.post("/release_task", summary="Upstream ACE-Step 1.5: submit a task", tags=["upstream"])
-    async def release_task(request: Request) -> dict:
-        params, uploads = await _read_params(request)
-        _check_body_token(app, request, params)
-        generation = upstream_to_request(params)
-        for field_name, upload in uploads.items():
-            saved = await save_upload(service, upload, field_name)
-            generation[UPLOAD_FIELDS[field_name]] = FILE_REF_PREFIX + saved["id"]
-        job = service.submit(generation, priority="interactive")
+    async def release_task(request: Request):
+        try:
+            params, uploads = await _read_params(request)
+            _check_body_token(app, request, params)
+            generation = upstream_to_request(params)
+            generation["dit"] = _model_for_job(service, generation.get("dit"))
+            if sum(service.queue_counts()[p] for p in PRIORITIES) >= QUEUE_MAXSIZE:
+                raise HTTPProblem(429, f"Server busy: queue is full ({QUEUE_MAXSIZE} tasks waiting)")
+            for field_name, upload in uploads.items():
+                saved = await save_upload(service, upload, field_name)
+                generation[UPLOAD_FIELDS[field_name]] = FILE_REF_PREFIX + saved["id"]
+            job = service.submit(generation, priority="interactive")
+        except HTTPProblem as exc:
+            return refusal(exc.status, exc.detail, exc.field)
+        except RequestError as exc:
+            return refusal(422, str(exc), exc.field)
         position = service.job_json(job)["queue_position"]
         return envelope({"task_id": job.id, "status": "queued", "queue_position": position})
 
@@ -85,7 +110,7 @@ def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
         ids = params.get("task_id_list", params.get("taskIdList"))
         if isinstance(ids, str):
             try:
-                ids = json.loads(ids)
+                ids = loads_json(ids)
             except json.JSONDecodeError:
                 ids = [part.strip() for part in ids.split(",") if part.strip()]
         if isinstance(ids, str):
@@ -116,12 +141,135 @@ def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
             counts[key] = counts.get(key, 0) + 1
             if job["state"] == "done" and job["started_at"] and job["finished_at"]:
                 durations.append(job["finished_at"] - job["started_at"])
-        average = round(sum(durations) / len(durations), 3) if durations else None
-        return envelope({"jobs": counts, "queue_size": counts["queued"], "avg_job_seconds": average})
+        average = round(sum(durations) / len(durations), 3) if durations else INITIAL_AVG_JOB_SECONDS
+        return envelope({"jobs": counts, "queue_size": counts["queued"], "queue_maxsize": QUEUE_MAXSIZE,
+                         "avg_job_seconds": average})
+
+    @app.get("/v1/model_inventory", summary="Upstream ACE-Step 1.5: installed and loaded models", tags=["upstream"])
+    def inventory() -> dict:
+        return envelope(model_inventory(service))
+
+    @app.post("/v1/init", summary="Upstream ACE-Step 1.5: load or switch the DiT (and the LM)", tags=["upstream"])
+    async def init_models(request: Request):
+        try:
+            body, _ = await _read_params(request)
+        except HTTPProblem as exc:
+            return refusal(exc.status, exc.detail, exc.field)
+        # a model switch waits for the running job: off the event loop
+        return await run_in_threadpool(init_answer, service, body)
+
+    @app.get("/v1/lora/status", summary="Upstream ACE-Step 1.5: LoRA adapter state", tags=["upstream"])
+    def lora_status() -> dict:
+        read = getattr(service.pipeline, "lora_status", None)
+        status = read() if callable(read) else {}
+        answer = dict(LORA_IDLE)
+        answer.update({
+            "lora_loaded": bool(status.get("loaded", False)), "use_lora": bool(status.get("active", False)),
+            "lora_scale": float(status.get("scale", 1.0)), "adapter_type": status.get("adapter_type"),
+            "scales": dict(status.get("scales") or {}), "active_adapter": status.get("active_adapter"),
+            "adapters": list(status.get("adapters") or []),
+        })
+        return envelope(answer)
 
 
-def envelope(data: Any) -> dict:
-    return {"data": data, "code": 200, "error": None, "timestamp": int(time.time() * 1000), "extra": None}
+def envelope(data: Any, code: int = 200, error: str | None = None) -> dict:
+    return {"data": data, "code": code, "error": error, "timestamp": int(time.time() * 1000), "extra": None}
+
+
+def refusal(status: int, message: str, field: str | None = None) -> JSONResponse:
+    """An error answer both kinds of client read: upstream's envelope (`error`) plus our `detail`/`field`."""
+    return JSONResponse({**envelope(None, status, message), "detail": message, "field": field}, status_code=status)
+
+
+def installed_models(service: EngineService) -> tuple[list[str], list[str]]:
+    """(DiT folders, LM folders) under the checkpoints root."""
+    root = service.info().get("checkpoints")
+    dits, lms = [], []
+    if root and os.path.isdir(root):
+        for entry in sorted(os.listdir(root)):
+            folder = os.path.join(root, entry)
+            if entry.startswith(LM_PREFIX) and os.path.isfile(os.path.join(folder, "config.json")):
+                lms.append(entry)
+            elif os.path.isfile(os.path.join(folder, "silence_latent.pt")):
+                dits.append(entry)
+    return dits, lms
+
+
+def model_inventory(service: EngineService) -> dict[str, Any]:
+    """Upstream's `/v1/model_inventory` data: DiTs with their tasks, LMs as {name, is_loaded}."""
+    info = service.info()
+    dits, lms = installed_models(service)
+    loaded_dit, loaded_lm = info.get("dit"), info.get("lm")
+    if loaded_dit and loaded_dit not in dits:
+        dits.append(loaded_dit)
+    if loaded_lm and loaded_lm not in lms:
+        lms.append(loaded_lm)
+    root = info.get("checkpoints") or ""
+    return {
+        "models": [{"name": d, "is_default": d == service.default_dit, "is_loaded": d == loaded_dit,
+                    "supported_task_types": _task_types(os.path.join(root, d))} for d in dits],
+        "default_model": service.default_dit,
+        "lm_models": [{"name": m, "is_loaded": m == loaded_lm} for m in lms],
+        "loaded_lm_model": loaded_lm or None,
+        "llm_initialized": bool(loaded_lm),
+    }
+
+
+def _task_types(folder: str) -> list[str]:
+    """Upstream's rule: turbo DiTs offer text2music/repaint/cover, the others every task."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
+            turbo = bool(json.load(fh).get("is_turbo", False))
+    except (OSError, ValueError, AttributeError):
+        turbo = False
+    return list(TURBO_TASKS if turbo else TASK_TYPES)
+
+
+def _model_for_job(service: EngineService, model: str | None) -> str | None:
+    """Upstream runs `model: ""` (or an unknown name) on the default model, never on whatever is loaded."""
+    if not model:
+        return service.default_dit
+    dits, _ = installed_models(service)
+    if dits and model not in dits:
+        service.log(f"model '{model}' is not installed (have {', '.join(dits)}); using {service.default_dit}")
+        return service.default_dit
+    return model
+
+
+def init_answer(service: EngineService, body: Any) -> Any:
+    """POST /v1/init: load `model` (default: the default model) and, with init_llm, the LM."""
+    if not isinstance(body, dict):
+        return refusal(422, "body: expected a JSON object like {\"model\": ..., \"init_llm\": true}", "body")
+    slot = body.get("slot")
+    if slot not in (None, 1, "1"):
+        if str(slot) in ("2", "3"):
+            return envelope(None, 400, f"Slot {slot} is not available: this engine holds one DiT at a time "
+                                       f"(slot 1); use slot 1 or leave it out")
+        return refusal(422, f"slot: expected 1, 2 or 3, got {slot!r}", "slot")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        return refusal(422, "model: expected a DiT folder name such as 'acestep-v15-turbo'", "model")
+    init_llm = body.get("init_llm", False)
+    if not isinstance(init_llm, bool):
+        return refusal(422, f"init_llm: expected true or false, got {init_llm!r}", "init_llm")
+    lm_path = body.get("lm_model_path")
+    if lm_path is not None and not isinstance(lm_path, str):
+        return refusal(422, "lm_model_path: expected an LM folder name such as 'acestep-5Hz-lm-0.6B'",
+                       "lm_model_path")
+    target = (model or "").strip() or service.default_dit
+    lm: Any = ...
+    if init_llm:
+        lm = os.path.basename((lm_path or "").strip().rstrip("/\\")) or service.default_lm or DEFAULT_LM
+    try:
+        loaded = service.load_models(dit=target, lm=lm)
+    except (EngineError, RequestError) as exc:
+        return envelope(None, 500, f"Model initialization failed: {exc}")
+    inventory = model_inventory(service)
+    return envelope({
+        "message": "Model initialization completed", "slot": 1, "loaded_model": loaded.get("dit"),
+        "loaded_lm_model": loaded.get("lm") if init_llm else None, "models": inventory["models"],
+        "lm_models": inventory["lm_models"], "llm_initialized": inventory["llm_initialized"],
+    })
 
 
 async def _read_params(request: Request) -> tuple[dict[str, Any], dict[str, StarletteUploadFile]]:
@@ -146,7 +294,7 @@ async def _read_params(request: Request) -> tuple[dict[str, Any], dict[str, Star
     if not raw.strip():
         return {}, uploads
     try:
-        params = json.loads(raw)
+        params = loads_json(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPProblem(400, f"malformed JSON body ({exc})") from None
     if not isinstance(params, dict):
@@ -171,7 +319,7 @@ def upstream_to_request(params: dict[str, Any]) -> dict[str, Any]:
         value = flat.get(nested)
         if isinstance(value, str) and value.strip().startswith("{"):
             try:
-                value = json.loads(value)
+                value = loads_json(value)
             except json.JSONDecodeError:
                 raise RequestError(nested, "malformed JSON object") from None
         if isinstance(value, dict):
@@ -245,9 +393,14 @@ def _coerce(field_name: str, value: Any) -> Any:
             if text.lower() in ("false", "0", "no", "off"):
                 return False
             raise RequestError(field_name, f"expected true or false, got {value!r}")
+        if kind.startswith(("int", "float")):  # upstream takes numbers as text (forms); our schema does not
+            try:
+                return int(text) if kind.startswith("int") and text.lstrip("+-").isdigit() else float(text)
+            except (ValueError, OverflowError):
+                raise RequestError(field_name, f"expected a number, got {value[:40]!r}") from None
         if kind.startswith("list") and text.startswith("["):
             try:
-                return json.loads(text)
+                return loads_json(text)
             except json.JSONDecodeError:
                 raise RequestError(field_name, "malformed JSON list") from None
     if field_name == "lm_top_k" and value is None:
@@ -277,47 +430,98 @@ def normalize_keyscale(text: str) -> str:
 
 
 def task_entry(service: EngineService, task_id: str) -> dict[str, Any]:
-    """One element of upstream's `query_result` answer."""
+    """One element of upstream's `query_result` answer.
+
+    `result` is a JSON list, as upstream writes it: while the job waits or runs, one entry with
+    `progress` (0..1) and `stage`; when it failed, one entry whose `error` says why; when done,
+    one entry per audio file.
+    """
     try:
         job = service.job_json(task_id)
     except UnknownJob:
-        return {"task_id": task_id, "status": 2, "result": "[]", "error": f"no task with id '{task_id}'"}
+        message = f"no task with id '{task_id}'"
+        item = {"file": "", "wave": "", "status": 2, "create_time": 0, "env": ENV, "prompt": "", "lyrics": "",
+                "metas": {}, "progress": 0.0, "stage": "failed", "error": message}
+        return {"task_id": task_id, "status": 2, "result": json.dumps([item]), "progress_text": message,
+                "error": message}
     status = {"queued": 0, "running": 0, "done": 1}.get(job["state"], 2)
-    request = job["request"]
     progress = job["progress"] or {}
-    items = []
+    base = {"file": "", "wave": "", "status": status, "create_time": int(job["created_at"]), "env": ENV}
     if status == 1:
-        seeds = ",".join(str(r["seed"]) for r in job["results"])
-        models = job.get("models") or {}
-        plan = job.get("lm_plan") or {}
-        metas = {
-            "bpm": plan.get("bpm", request.get("bpm")),
-            "duration": plan.get("duration", request.get("duration")),
-            "genres": "",
-            "keyscale": plan.get("keyscale", request.get("keyscale")),
-            "timesignature": plan.get("timesignature", request.get("timesignature")),
-        }
-        for result in job["results"]:
-            items.append({
-                "file": "/v1/audio?path=" + urllib.parse.quote(result["path"], safe=""),
-                "url": result["url"], "wave": "", "status": 1, "create_time": int(job["created_at"]),
-                "env": "ace-companion", "prompt": request.get("caption", ""), "lyrics": request.get("lyrics", ""),
-                "metas": metas, "generation_info": _generation_info(job), "seed_value": seeds,
-                "lm_model": models.get("lm"), "dit_model": models.get("dit"),
-            })
+        items = [_result_item(job, result, base) for result in job["results"]]
+    elif status == 2:
+        items = [{**base, "prompt": "", "lyrics": "", "metas": {}, "progress": 0.0,
+                  "stage": "failed" if job["state"] == "failed" else job["state"], "error": _failure(job)}]
+    else:
+        items = [{**base, "progress": progress_fraction(job["state"], progress), "stage": progress.get("stage")
+                  or job["state"]}]
     entry = {"task_id": task_id, "status": status, "result": json.dumps(items), "state": job["state"],
-             "progress_text": _progress_text(progress), "progress": progress}
+             "progress_text": progress_text(job), "progress": progress}
     if status == 2:
-        entry["error"] = job["error"] or job["state"]
+        entry["error"] = _failure(job)
     return entry
 
 
-def _progress_text(progress: dict[str, Any]) -> str:
-    stage = progress.get("stage", "")
+def _result_item(job: dict[str, Any], result: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    request = job["request"]
+    models = job.get("models") or {}
+    plan = (job.get("lm_plan") or {}).get("metadata") or job.get("lm_plan") or {}
+    seeds = ",".join(str(r["seed"]) for r in job["results"])
+    seconds = float(result.get("duration") or 0.0)
+    metas = {
+        "bpm": plan.get("bpm", request.get("bpm")),
+        "duration": int(seconds) if seconds == int(seconds) else round(seconds, 2),  # the file's real length
+        "genres": "",
+        "keyscale": plan.get("keyscale", request.get("keyscale")) or "",
+        "timesignature": plan.get("timesignature", request.get("timesignature")) or "",
+        "prompt": request.get("caption", ""), "lyrics": request.get("lyrics", ""),
+    }
+    return {**base, "file": "/v1/audio?path=" + urllib.parse.quote(result["path"], safe=""), "url": result["url"],
+            "prompt": request.get("caption", ""), "lyrics": request.get("lyrics", ""), "metas": metas,
+            "generation_info": _generation_info(job), "seed_value": seeds, "lm_model": models.get("lm") or "",
+            "dit_model": models.get("dit") or "", "progress": 1.0, "stage": "succeeded"}
+
+
+def _failure(job: dict[str, Any]) -> str:
+    if job["state"] == "cancelled":
+        return job["error"] or "cancelled"
+    return job["error"] or "failed without a message"
+
+
+# Share of the whole job each stage covers, for upstream's 0..1 `progress`.
+STAGE_SPANS = {"queued": (0.0, 0.0), "load": (0.0, 0.02), "load_lm": (0.0, 0.05), "lm_cot": (0.05, 0.15),
+               "lm_codes": (0.15, 0.3), "encode_audio": (0.3, 0.33), "encode_text": (0.33, 0.35),
+               "diffusion": (0.35, 0.9), "decode": (0.9, 0.97), "postprocess": (0.97, 0.99)}
+
+
+def progress_fraction(state: str, progress: dict[str, Any]) -> float:
+    """0..1 for the whole job from the current stage and its step/total."""
+    if state == "done":
+        return 1.0
+    if state != "running":
+        return 0.0
+    low, high = STAGE_SPANS.get(progress.get("stage") or "", (0.0, 0.0))
     total = progress.get("total") or 0
-    if total:
-        return f"{stage} {progress.get('step', 0)}/{total}"
-    return str(progress.get("message") or stage)
+    done = min(1.0, (progress.get("step") or 0) / total) if total else 0.0
+    return round(low + (high - low) * done, 3)
+
+
+def progress_text(job: dict[str, Any]) -> str:
+    """One line for the status bar: stage and percent while running, the error when failed."""
+    state = job["state"]
+    if state == "done":
+        count = len(job["results"])
+        return f"done: {count} file{'s' if count != 1 else ''}"
+    if state in ("failed", "cancelled"):
+        return _failure(job)
+    if state == "queued":
+        return f"queued (position {job.get('queue_position') or 1})"
+    progress = job["progress"] or {}
+    percent = round(100 * progress_fraction(state, progress))
+    stage = progress.get("stage") or "running"
+    total = progress.get("total") or 0
+    steps = f" {progress.get('step', 0)}/{total}" if total > 1 else ""
+    return f"{stage}{steps} ({percent}%)"
 
 
 def _generation_info(job: dict[str, Any]) -> str:
