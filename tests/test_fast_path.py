@@ -19,7 +19,7 @@ from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.types import Cancelled
 from engine.units import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE
-from tests.service_support import wait_for
+from tests.service_support import CLIENT_HEADERS, wait_for
 
 SOURCE_S = 5.6
 REGION = (1.0, 4.6)
@@ -36,7 +36,7 @@ def pipeline(parity_checkpoints):
 def client(pipeline, tmp_path_factory):
     service = EngineService(pipeline, tmp_path_factory.mktemp("results"), log=lambda line: None)
     service.start()
-    with TestClient(create_app(service)) as http:
+    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as http:
         yield http
     service.stop()
 

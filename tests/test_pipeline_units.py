@@ -79,5 +79,5 @@ def test_output_fields_are_checked_by_name():
         with pytest.raises(RequestError) as info:
             GenerationRequest.from_dict({"caption": "x", field: value})
         assert info.value.field == field
-    ok = GenerationRequest.from_dict({"caption": "x", "output_region": [1, -1], "output_sample_rate": "44100"})
+    ok = GenerationRequest.from_dict({"caption": "x", "output_region": [1, -1], "output_sample_rate": 44100.0})
     assert ok.output_region == [1.0, -1.0] and ok.output_sample_rate == 44100
