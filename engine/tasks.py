@@ -21,12 +21,7 @@ from engine.prompts import TEXT2MUSIC_INSTRUCTION, request_prompts
 from engine.regions import repaint_schedule
 from engine.request import BASE_ONLY_TASKS, GenerationRequest
 from engine.samplers import RepaintSettings
-from engine.task_inputs import (
-    DecodeCodesFn,
-    EncodeFn,
-    prepare_reference,
-    prepare_source,
-)
+from engine.task_inputs import DecodeCodesFn, EncodeFn, prepare_reference, prepare_source
 from engine.types import Cancelled, EngineError, ProgressEvent
 from engine.units import FRAMES_PER_S, HOP_SAMPLES, MIN_FRAMES, seconds_to_samples
 

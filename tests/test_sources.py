@@ -12,22 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers.models.autoencoders.autoencoder_oobleck import (
-    OobleckDecoder,
-    OobleckEncoder,
-)
+from diffusers.models.autoencoders.autoencoder_oobleck import OobleckDecoder, OobleckEncoder
 
 from engine.models.vae import VAE
 from engine.sources import EncodeReport, SourceCache, hop_hashes, missing_spans
 from engine.units import HOP_SAMPLES
-from engine.vae_span import (
-    Reach,
-    decode_span,
-    decoder_reach,
-    encode_span,
-    encoder_reach,
-    vae_reaches,
-)
+from engine.vae_span import Reach, decode_span, decoder_reach, encode_span, encoder_reach, vae_reaches
 from tests.conftest import PARITY
 
 STRIDES = [2, 4, 4, 6, 10]
