@@ -27,14 +27,13 @@ import torch
 from engine import checkpoints
 from engine.devices import resolve_device_dtype
 from engine.models.acestep import AceStepConditionGenerationModel
-from engine.models.text_encoder import (CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch,
-                                        pad_or_truncate)
+from engine.models.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch, pad_or_truncate
 from engine.models.vae import VAE
 from engine.regions import splice_waveform
 from engine.request import GenerationRequest
-from engine.samplers import (DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps)
-from engine.tasks import Conditioning, TaskContext, build_conditioning
+from engine.samplers import DCWSettings, SamplerSettings, base_timesteps, sample, turbo_timesteps
 from engine.sources import LRU, EncodeReport, SourceCache
+from engine.tasks import Conditioning, TaskContext, build_conditioning
 from engine.types import Cancelled, CheckpointError, EngineError, GenerationOutput, ProgressEvent
 from engine.units import HOP_SAMPLES, SAMPLE_RATE
 from engine.vae_span import decode_span, encode_span, vae_reaches
