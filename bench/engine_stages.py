@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig, DiTLoop  # noqa: E402
-from engine.pipeline import resolve_device_dtype  # noqa: E402
+from engine.devices import resolve_device_dtype  # noqa: E402
 from engine.samplers import turbo_timesteps  # noqa: E402
 
 PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"

@@ -13,12 +13,12 @@ condition and the null condition as one batch [cond; uncond] and combines them w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from engine.regions import ramp_mask
 from engine.types import Cancelled, ProgressEvent
 
 MAX_TURBO_STEPS = 20
@@ -141,22 +141,6 @@ class RepaintSettings:
     crossfade_frames: int = 12
 
 
-def repaint_schedule(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
-    """(injection_ratio, crossfade_frames, waveform crossfade seconds) for a repaint mode (spec §8.4).
-
-    balanced: (1 - s, round(25 (1 - s)), 0.05 (1 - s)) -> (0.5, 12, 0.025) at the default s = 0.5
-    (Python's round, i.e. banker's rounding); conservative: (1, 25, 0.05); aggressive: (0, 0, 0).
-    """
-    if mode == "conservative":
-        return 1.0, 25, 0.05
-    if mode == "aggressive":
-        return 0.0, 0, 0.0
-    if mode != "balanced":
-        raise ValueError(f"unknown repaint_mode {mode!r}")
-    keep = 1.0 - strength
-    return keep, round(25 * keep), 0.05 * keep
-
-
 def repaint_inject(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, t_next: float,
                    noise: torch.Tensor) -> torch.Tensor:
     renoised = t_next * noise + (1.0 - t_next) * clean
@@ -164,9 +148,8 @@ def repaint_inject(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, t_n
 
 
 def boundary_soft_mask(mask: torch.Tensor, crossfade_frames: int) -> torch.Tensor:
-    """1 inside the region, linear ramps of `crossfade_frames` outside each edge, 0 elsewhere."""
+    """[B, T]: 1 inside each row's region, `ramp_mask` ramps of `crossfade_frames` outside its edges."""
     soft = mask.float().clone()
-    frames = mask.shape[1]
     if crossfade_frames <= 0:
         return soft
     for b in range(mask.shape[0]):
@@ -175,12 +158,7 @@ def boundary_soft_mask(mask: torch.Tensor, crossfade_frames: int) -> torch.Tenso
             continue
         inside = torch.nonzero(row).flatten()
         left, right = int(inside[0]), int(inside[-1]) + 1
-        start = max(left - crossfade_frames, 0)
-        if left > start:
-            soft[b, start:left] = torch.linspace(0, 1, left - start + 2, device=soft.device)[1:-1]
-        end = min(right + crossfade_frames, frames)
-        if end > right:
-            soft[b, right:end] = torch.linspace(1, 0, end - right + 2, device=soft.device)[1:-1]
+        soft[b] = ramp_mask(mask.shape[1], left, right, crossfade_frames).to(soft.device)
     return soft
 
 

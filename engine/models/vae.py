@@ -11,9 +11,7 @@ from __future__ import annotations
 import torch
 
 from engine.checkpoints import load_vae
-
-SAMPLE_RATE = 48000
-HOP = 1920  # samples per latent frame
+from engine.units import HOP_SAMPLES as HOP, SAMPLE_RATE
 LATENT_CHANNELS = 64
 
 
@@ -62,21 +60,30 @@ class VAE:
 
     # ------------------------------------------------------------------ encode
     @torch.no_grad()
-    def encode(self, wave: torch.Tensor, tiled: bool = True) -> torch.Tensor:
-        """wave [B, 2, N] in [-1, 1] -> latents [B, N // 1920, 64] (posterior mean), float32."""
+    def encode(self, wave: torch.Tensor, tiled: bool = True, on_tile=None) -> torch.Tensor:
+        """wave [B, 2, N] in [-1, 1] -> latents [B, N // 1920, 64] (posterior mean), float32.
+
+        `on_tile(done, total, samples)` runs after each window (it may raise to cancel).
+        """
         wave = wave.to(device=self.device, dtype=self.dtype)
         total = wave.shape[-1]
         chunk = int(self.encode_chunk_s * SAMPLE_RATE)
         if not tiled or total <= chunk:
-            return self._encode_once(wave)
+            latents = self._encode_once(wave)
+            if on_tile is not None:
+                on_tile(1, 1, total)
+            return latents
         overlap = int(self.encode_overlap_s * SAMPLE_RATE)
         core = chunk - 2 * overlap  # samples kept per window (a multiple of HOP)
         frames_total = total // HOP
+        tiles = -(-total // core)
         pieces, start = [], 0
         while start < total:
             lo = max(0, start - overlap)
             hi = min(total, start + core + overlap)
             latents = self._encode_once(wave[..., lo:hi])
+            if on_tile is not None:
+                on_tile(len(pieces) + 1, tiles, hi - lo)
             skip = (start - lo) // HOP
             keep = min(core // HOP, frames_total - start // HOP)
             pieces.append(latents[:, skip:skip + keep])
@@ -89,19 +96,28 @@ class VAE:
 
     # ------------------------------------------------------------------ decode
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, tiled: bool = True) -> torch.Tensor:
-        """latents [B, T, 64] -> wave [B, 2, T * 1920], float32."""
+    def decode(self, latents: torch.Tensor, tiled: bool = True, on_tile=None) -> torch.Tensor:
+        """latents [B, T, 64] -> wave [B, 2, T * 1920], float32.
+
+        `on_tile(done, total, frames)` runs after each window (it may raise to cancel).
+        """
         latents = latents.to(device=self.device, dtype=self.dtype).transpose(1, 2)  # [B, 64, T]
         frames = latents.shape[-1]
         chunk, overlap = self.decode_chunk_frames, self.decode_overlap_frames
         if not tiled or frames <= chunk:
-            return self._decode_once(latents)
+            wave = self._decode_once(latents)
+            if on_tile is not None:
+                on_tile(1, 1, frames)
+            return wave
         core = chunk - 2 * overlap
+        tiles = -(-frames // core)
         pieces, start = [], 0
         while start < frames:
             lo = max(0, start - overlap)
             hi = min(frames, start + core + overlap)
             wave = self._decode_once(latents[..., lo:hi])
+            if on_tile is not None:
+                on_tile(len(pieces) + 1, tiles, hi - lo)
             skip = (start - lo) * HOP
             keep = (min(start + core, frames) - start) * HOP
             pieces.append(wave[..., skip:skip + keep])
