@@ -3,9 +3,7 @@
 Few sampler steps keep these fast; parity with upstream is in test_parity_tasks.py.
 """
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from engine.audio_io import load_audio, write_audio

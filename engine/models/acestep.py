@@ -22,7 +22,6 @@ import json
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Callable
 
 import torch

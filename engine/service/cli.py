@@ -97,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         from engine.pipeline import Pipeline
 
         pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype,
-        pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype,
                                              compile=args.compile, low_vram=True if args.low_vram else None)
     except EngineError as exc:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.request import GenerationRequest, RequestError
-from engine.service.store import JOBS_DIR, UPLOADS_DIR, Store, is_valid_id, new_id
+from engine.service.store import Store, is_valid_id, new_id
 from engine.types import Cancelled, EngineError, ProgressEvent
 
 PRIORITIES = ("interactive", "background")
