@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 
@@ -12,9 +11,8 @@ import pytest
 from gui import launcher, screenshot
 from engine.process import EngineProcess
 from gui.settings import Settings
-from tests.gui_helpers import PARITY_CHECKPOINTS, InProcessEngine, StandInPipeline, qt_app, wait_for
-
-HAVE_PIPELINE = importlib.util.find_spec("engine.pipeline") is not None
+from engine.service.threaded import InProcessEngine
+from tests.gui_helpers import PARITY_CHECKPOINTS, StandInPipeline, qt_app, wait_for
 
 
 def _parse(module, argv: list[str]) -> argparse.Namespace:
@@ -102,7 +100,6 @@ def test_screenshot_rejects_bad_sizes_and_names(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_PIPELINE, reason="needs engine.pipeline (the core branch)")
 def test_engine_subprocess_starts_on_the_tiny_checkpoints_and_stops(tmp_path):
     import shutil
 
@@ -157,7 +154,6 @@ def test_keyboard_shortcuts_start_the_tasks(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_PIPELINE, reason="needs engine.pipeline (the core branch)")
 def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path):
     import json
     import os

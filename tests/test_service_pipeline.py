@@ -13,12 +13,13 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
+from engine import pipeline as pipeline_module
 from engine.service.app import create_app
 from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
-from tests.service_support import wait_for, write_tone
+from simulators import wait_for
+from tests.service_support import write_tone
 
-pipeline_module = pytest.importorskip("engine.pipeline")
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}
