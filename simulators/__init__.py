@@ -12,7 +12,8 @@ imports torch.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.01) -> Any:
