@@ -36,7 +36,8 @@ PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
 
 
 def make_pipeline(full_size: bool, device: str | None):
-    from engine.pipeline import Pipeline, resolve_device_dtype
+    from engine.devices import resolve_device_dtype
+    from engine.pipeline import Pipeline
     if not full_size:
         return Pipeline.from_checkpoints(PARITY_CHECKPOINTS, dit="acestep-v15-turbo", device=device)
     from bench.engine_stages import load_full_size

@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="longest model input in seconds around a region (default 240)")
     g.add_argument("--request", default=None, metavar="JSON",
                    help='default request fields, e.g. \'{"caption": "lofi hip hop", "inference_steps": 8}\'')
+    g.add_argument("--lora", default=None, metavar="NAME",
+                   help="LoRA adapter (folder in the engine's checkpoints/loras) for every request; '' = none")
+    g.add_argument("--lora-scale", type=float, default=None, metavar="S", help="LoRA strength 0-1 (default 1)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -93,6 +96,12 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
             raise ValueError(f"--request is not valid JSON: {exc.msg}") from None
         if not isinstance(defaults, dict):
             raise ValueError("--request must be a JSON object")
+    if args.lora is not None:
+        defaults["lora"] = args.lora
+    if args.lora_scale is not None:
+        if not 0.0 <= args.lora_scale <= 1.0:
+            raise ValueError(f"--lora-scale {args.lora_scale} is outside 0-1")
+        defaults["lora_scale"] = args.lora_scale
     config = BridgeConfig(
         engine_url=args.engine_url, token=args.token, host=args.host, osc_host=args.osc_host,
         osc_port=args.osc_port, reply_port=args.reply_port, reaper_listen_port=args.reaper_listen_port,

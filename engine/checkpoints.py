@@ -9,6 +9,8 @@ Layout under the checkpoints root (default ./checkpoints, or $ACE_COMPANION_CHEC
 
     acestep-v15-turbo/      DiT: config.json, model.safetensors, silence_latent.pt
     acestep-v15-*/          other DiT variants, same files
+    acestep-v15-xl-*/       XL (4B) DiTs: config.json, model-0000N-of-0000M.safetensors shards +
+                            model.safetensors.index.json, silence_latent.pt
     vae/                    config.json, diffusion_pytorch_model.safetensors
     Qwen3-Embedding-0.6B/   text encoder: config.json, model.safetensors, tokenizer files
     acestep-5Hz-lm-*/       5 Hz LM: config.json, model.safetensors (or shards + index), tokenizer files
@@ -39,7 +41,11 @@ DIT_MODELS = (
     "acestep-v15-turbo-continuous",
     "acestep-v15-sft",
     "acestep-v15-base",
+    "acestep-v15-xl-turbo",
+    "acestep-v15-xl-sft",
+    "acestep-v15-xl-base",
 )
+XL_DIT_MODELS = tuple(name for name in DIT_MODELS if "-xl-" in name)  # 4B, sharded fp32 weights
 LM_MODELS = ("acestep-5Hz-lm-0.6B", "acestep-5Hz-lm-1.7B", "acestep-5Hz-lm-4B")
 VAE_DIR = "vae"
 TEXT_ENCODER_DIR = "Qwen3-Embedding-0.6B"
@@ -116,6 +122,10 @@ REGISTRY: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
     _sub("acestep-v15-base", "dit", int(4.79 * GB), "DiT 2B base (50 steps, CFG; lego/extract/complete)"),
     _sub("acestep-5Hz-lm-0.6B", "lm", int(1.40 * GB), "5 Hz LM planner 0.6B"),
     _sub("acestep-5Hz-lm-4B", "lm", int(8.40 * GB), "5 Hz LM planner 4B (sharded weights)"),
+    # XL repos hold fp32 weights in shards (about 9 GB in GPU memory once cast to bf16).
+    _sub("acestep-v15-xl-turbo", "dit", int(19.9 * GB), "DiT XL 4B turbo (8 steps; sharded fp32)"),
+    _sub("acestep-v15-xl-sft", "dit", int(19.9 * GB), "DiT XL 4B SFT (50 steps, CFG; sharded fp32)"),
+    _sub("acestep-v15-xl-base", "dit", int(19.9 * GB), "DiT XL 4B base (50 steps, CFG; sharded fp32)"),
 )}
 
 # What `ace-companion download` fetches with no flag: enough to render with the turbo DiT.
@@ -226,6 +236,14 @@ def weight_files(folder: str | os.PathLike, kind: str) -> list[Path]:
     if single.is_file() or not index.is_file():
         return [single]
     return _shards_from_index(index)
+
+
+def dit_weights_path(folder: str | os.PathLike) -> Path:
+    """`model.safetensors`, or `model.safetensors.index.json` when the weights are sharded (XL)."""
+    folder = Path(folder)
+    single = folder / WEIGHTS_FILE["dit"]
+    index = folder / (WEIGHTS_FILE["dit"] + ".index.json")
+    return index if not single.is_file() and index.is_file() else single
 
 
 def _shards_from_index(index: Path) -> list[Path]:

@@ -495,6 +495,8 @@ class MainWindow(QMainWindow):
         if isinstance(dits, list) and dits:
             names = [d if isinstance(d, str) else d.get("name") for d in dits]
             self.prompt_panel.set_available_dits([n for n in names if n])
+        if isinstance(models.get("loras"), list):
+            self.prompt_panel.set_available_loras([n for n in models["loras"] if isinstance(n, str)])
         lms = models.get("lms")
         if isinstance(lms, list):
             self.prompt_panel.set_available_lms([name for name in lms if isinstance(name, str)])

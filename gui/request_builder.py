@@ -67,6 +67,8 @@ class PromptValues:
     thinking: bool = False         # use the 5 Hz LM planner
     lm_modes: dict[str, str] = field(default_factory=dict)       # field -> known | free | candidates
     lm_candidates: dict[str, str] = field(default_factory=dict)  # field -> text typed by the user
+    lora: str | None = None           # None = the engine's default adapter, "" = none
+    lora_scale: float | None = None
 
 
 def parse_candidates(name: str, text: str) -> list[Any]:
@@ -149,6 +151,10 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
         fields["dit"] = values.dit
     elif ACTION_SPECS[action].base_dit:
         fields["dit"] = BASE_DIT  # a turbo DiT cannot do stems; the engine switches for this job
+    if values.lora is not None:
+        fields["lora"] = values.lora
+    if values.lora_scale is not None:
+        fields["lora_scale"] = values.lora_scale
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
     if action == "extract":

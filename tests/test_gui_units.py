@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -453,7 +451,6 @@ def test_waveform_row_draws_region_edges_and_the_playhead():
     from PyQt6.QtWidgets import QStyleOptionViewItem
 
     from gui.results_model import ResultItem, ResultsModel
-    from gui.theme import COLOURS
     from gui.waveform import WaveformDelegate
     model = ResultsModel()
     model.add(ResultItem(job_id="j", index=0, seed=1, path="/x.wav", duration=10.0, sample_rate=48000,

@@ -8,8 +8,7 @@ our 3 s minimum, so these runs switch `Pipeline.enforce_region_limits` off.
 import pytest
 import torch
 
-from engine.request import GenerationRequest
-from tests.parity_utils import CHECKPOINTS, compare_dump, load_case
+from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 CASES = ["repaint_turbo_middle", "repaint_turbo_outpaint_end", "cover_turbo_strength1",
          "cover_turbo_strength05_reference", "lego_base_guitar", "extract_base_vocals",
@@ -31,7 +30,7 @@ def pipeline_for(dit):
 @pytest.mark.parametrize("name", CASES)
 def test_parity_case(name):
     case, expected, path = load_case(name)
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     out = pipeline_for(case["dit"]).generate(request, dump=True)
     assert tuple(out.audio[0].shape) == (2, case["derived"]["audio_samples"])
     problems = compare_dump(out.dump, expected)
@@ -49,6 +48,7 @@ def test_repaint_parity_through_the_render_cli(tmp_path):
 
     case, expected, path = load_case("repaint_turbo_middle")
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
+    path = write_case_request(path, tmp_path)
     refused = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out), "--quiet")
     assert refused.returncode == 2 and "at least 3 s" in refused.stderr and not out.exists()
     proc = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out),

@@ -26,8 +26,8 @@ def test_every_published_dit_folder_is_written(tiny_root):
         config = json.loads((tiny_root / name / "config.json").read_text())
         assert config["is_turbo"] == ("turbo" in name)
         assert config["model_type"] == "acestep"
-        assert config["auto_map"]["AutoModel"].startswith(
-            "modeling_acestep_v15_turbo." if "turbo" in name else "modeling_acestep_v15_base.")
+        module = "modeling_acestep_v15_" + ("xl_" if "-xl-" in name else "") + ("turbo" if "turbo" in name else "base")
+        assert config["auto_map"]["AutoModel"].startswith(module + ".")
     ck.validate_folder(tiny_root / "vae", "vae")
     ck.validate_folder(tiny_root / "Qwen3-Embedding-0.6B", "text_encoder")
     entries = {e["name"]: e for e in ck.describe_root(tiny_root)}

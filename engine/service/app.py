@@ -31,6 +31,8 @@ from engine.checkpoints import TINY_WARNING, tiny_in_use
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
 from engine.service.upstream import add_upstream_routes, model_inventory
+from engine.lora import list_adapters
+from engine.service.lora_routes import add_lora_routes
 from engine.service.guard import Guard, GuardSettings, allowed_host_set
 from engine.service.http_common import HTTPProblem, check_content_length, loads_json, read_form, save_upload
 from engine.types import EngineError
@@ -165,7 +167,7 @@ def create_app(service: EngineService, token: str | None = None,
             "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
             "memory": memory_status(), "queue": service.queue_counts(),
             "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
-            "disk": service.store.disk_status(),
+            "disk": service.store.disk_status(), "lora": info.get("lora"), "vram": info.get("vram"),
             "tiny_weights": tiny, "warning": TINY_WARNING if tiny else None,
             # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
             "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
@@ -243,6 +245,7 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    add_lora_routes(app, service)
     document_errors(app)
     app.add_middleware(Guard)  # wraps every route, also those added to `app` later
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
@@ -406,7 +409,7 @@ def models_json(service: EngineService) -> dict:
     loaded_dit, loaded_lm = info.get("dit"), info.get("lm")
     return {
         "dit": loaded_dit, "lm": loaded_lm, "device": info.get("device"), "dtype": info.get("dtype"),
-        "checkpoints": root, "dits": dits, "lms": lms,
+        "checkpoints": root, "dits": dits, "lms": lms, "loras": list_adapters(root) if root else [],
         # upstream ACE-Step 1.5 shape, for its clients
         "data": model_inventory(service),
         "code": 200, "error": None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
                              QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QPlainTextEdit, QPushButton,
-                             QSizePolicy, QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                             QSizePolicy, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from engine.request import MAX_BATCH_SIZE, REPAINT_MODES, TRACK_NAMES
 from gui.request_builder import ACTIONS, DEFAULT_DURATION_S, LM_FIELDS, LM_MODES, PromptValues
@@ -20,7 +20,8 @@ STRUCTURE_TAGS = ("[Intro]", "[Verse]", "[Pre-Chorus]", "[Chorus]", "[Bridge]", 
 LANGUAGES = ("unknown", "en", "zh", "ja", "ko", "es", "fr", "de", "it", "pt", "ru", "nl", "sv", "pl", "tr", "ar",
              "hi")
 DIT_CHOICES = ("acestep-v15-turbo", "acestep-v15-turbo-shift1", "acestep-v15-turbo-shift3",
-               "acestep-v15-turbo-continuous", "acestep-v15-sft", "acestep-v15-base")
+               "acestep-v15-turbo-continuous", "acestep-v15-sft", "acestep-v15-base",
+               "acestep-v15-xl-turbo", "acestep-v15-xl-sft", "acestep-v15-xl-base")
 LM_CHOICES = ("none", "0.6B", "1.7B", "4B")
 DEFAULT_STEMS = ("drums", "bass", "vocals")
 ACTION_LABELS = {
@@ -74,6 +75,63 @@ class ConstraintEditor(QWidget):
         modes = {name: combo.currentText() for name, combo in self.modes.items()}
         texts = {name: edit.text() for name, edit in self.candidates.items() if modes[name] == "candidates"}
         return modes, texts
+
+
+class LoraPicker(QWidget):
+    """A LoRA adapter (from checkpoints/loras on the engine) and its strength, for each request.
+
+    "engine default" sends no field (the adapter set on the engine, e.g. by the VST's LoRA panel,
+    applies); "none" sends `lora: ""`; a name sends `lora` and `lora_scale`.
+    """
+
+    DEFAULT, NONE = "engine default", "none"
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setObjectName("lora_combo")
+        self.combo.addItems([self.DEFAULT, self.NONE])
+        self.combo.setToolTip("LoRA adapter on the DiT (folders in checkpoints/loras on the engine)")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("lora_scale")
+        self.slider.setRange(0, 100)
+        self.slider.setValue(100)
+        self.slider.setToolTip("LoRA strength (0 = off, 1 = as trained)")
+        self.scale_label = QLabel("1.00")
+        self.slider.valueChanged.connect(lambda value: self.scale_label.setText(f"{value / 100:.2f}"))
+        self.combo.currentTextChanged.connect(self._enable_scale)
+        row.addWidget(self.combo, 2)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.scale_label)
+        self._enable_scale(self.combo.currentText())
+
+    def _enable_scale(self, text: str) -> None:
+        self.slider.setEnabled(text not in (self.DEFAULT, self.NONE))
+
+    def set_available(self, names: list[str]) -> None:
+        current = self.combo.currentText()
+        self.combo.clear()
+        self.combo.addItems([self.DEFAULT, self.NONE] + [n for n in names if n not in (self.DEFAULT, self.NONE)])
+        self.combo.setCurrentText(current if self.combo.findText(current) >= 0 else self.DEFAULT)
+
+    def set_choice(self, name: str | None, scale: float | None) -> None:
+        text = self.DEFAULT if name is None else (name or self.NONE)
+        if self.combo.findText(text) < 0:
+            self.combo.addItem(text)
+        self.combo.setCurrentText(text)
+        if scale is not None:
+            self.slider.setValue(int(round(float(scale) * 100)))
+
+    def choice(self) -> tuple[str | None, float | None]:
+        """(lora, lora_scale) request fields; None = leave the field out."""
+        text = self.combo.currentText()
+        if text == self.DEFAULT:
+            return None, None
+        if text == self.NONE:
+            return "", None
+        return text, self.slider.value() / 100
 
 
 class _FileField(QWidget):
@@ -181,6 +239,9 @@ class PromptPanel(QWidget):
         grid.addWidget(self.lm_combo, 1, 1)
         grid.addWidget(self.load_button, 1, 2)
         grid.addWidget(self.loaded_label, 2, 1, 1, 2)
+        self.lora = LoraPicker()
+        grid.addWidget(QLabel("LoRA"), 3, 0)
+        grid.addWidget(self.lora, 3, 1, 1, 2)
         grid.setColumnStretch(1, 1)
         return box
 
@@ -304,6 +365,7 @@ class PromptPanel(QWidget):
 
     def values(self) -> PromptValues:
         modes, texts = self.constraints.values()
+        lora, lora_scale = self.lora.choice()
         region = None
         if self.region_end.value() > self.region_start.value():
             region = (self.region_start.value(), self.region_end.value())
@@ -328,6 +390,8 @@ class PromptPanel(QWidget):
             thinking=self.thinking.isChecked(),
             lm_modes=modes,
             lm_candidates=texts,
+            lora=lora,
+            lora_scale=lora_scale,
         )
 
     def recall(self, request: dict[str, Any], seed: int | None) -> None:
@@ -347,6 +411,7 @@ class PromptPanel(QWidget):
         if request.get("dit"):
             self.dit_combo.setCurrentText(request["dit"])
         self.thinking.setChecked(bool(request.get("thinking")))
+        self.lora.set_choice(request.get("lora"), request.get("lora_scale"))
         if seed is not None:
             self.seed.setValue(int(seed) % (2 ** 31))
             self.seed_lock.setChecked(True)
@@ -363,6 +428,9 @@ class PromptPanel(QWidget):
         self.dit_combo.clear()
         self.dit_combo.addItems(names or list(DIT_CHOICES))
         self.dit_combo.setCurrentText(current)
+
+    def set_available_loras(self, names: list[str]) -> None:
+        self.lora.set_available(names)
 
     def stems(self) -> tuple[str, ...]:
         return tuple(name for name, action in self.stem_actions.items() if action.isChecked())
