@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from bridge.app import BridgeApp  # noqa: E402
 from bridge.config import BridgeConfig  # noqa: E402
 from bridge.jam import jam_controller  # noqa: E402
-from tests.bridge_support import SimulatedReaper, wait_until  # noqa: E402
-from tests.gui_helpers import InProcessEngine  # noqa: E402
+from engine.service.threaded import InProcessEngine  # noqa: E402
+from simulators import wait_for  # noqa: E402
+from simulators.reaper import SimulatedReaper  # noqa: E402
 
 PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
 
@@ -74,10 +75,10 @@ def main() -> int:
             reaper.write_state()
             reaper.send("/play", 1.0)
             reaper.send("/time", 0.0)  # playing from 0: the bridge moves the playhead on with the clock
-            wait_until(lambda: app.host_state.get("playing") and app.host_state.get("position_s") is not None)
+            wait_for(lambda: app.host_state.get("playing") and app.host_state.get("position_s") is not None)
             events = []
             session = jam_controller(app).start({"bars": args.bars, "lookahead": args.lookahead}, events.append)
-            wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) >= args.chunks
+            wait_for(lambda: len([e for e in events if e["type"] == "jam_chunk"]) >= args.chunks
                        or not session.running, timeout=3600)
             jam_controller(app).stop()
             rows = []

@@ -13,8 +13,11 @@ from bridge.host_state import HostState
 from bridge.jam import JamContext, JamController, JamError, continuation_request
 from bridge.wavchunks import read_wav
 from engine.types import Cancelled
-from tests.bridge_support import (EchoPipeline, OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine,
-                                  free_udp_port, wait_until)
+from simulators import wait_for
+from simulators.ableton import SimulatedAbletonOSC
+from simulators.osc import OscPeer, free_udp_port
+from simulators.pipelines import EchoPipeline, echo_engine
+from simulators.reaper import SimulatedReaper
 
 HOST_SR = 44100
 NOW = 1000.0  # a clock that stands still: the playhead is exactly where the DAW last said
@@ -78,7 +81,7 @@ def jam_reaper(tmp_path):
         reaper = JamReaper(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
         reaper.set_tempo(96, 3, 4)
         reaper.play(0.5)
-        wait_until(lambda: app.host_state.get("playing") and app.host_state.get("position_s") == 0.5
+        wait_for(lambda: app.host_state.get("playing") and app.host_state.get("position_s") == 0.5
                    and app.host_state.get("sample_rate") == HOST_SR and app.host_state.get("meter") == (3, 4))
         client = OscPeer()
         try:
@@ -90,7 +93,7 @@ def jam_reaper(tmp_path):
 
 
 def chunk_replies(client, count):
-    wait_until(lambda: len(client.all("/acecomp/jam/chunk")) >= count)
+    wait_for(lambda: len(client.all("/acecomp/jam/chunk")) >= count)
     return client.all("/acecomp/jam/chunk")[:count]
 
 
@@ -120,7 +123,7 @@ def test_reaper_jam_stays_ahead_follows_tempo_and_caption_then_stops_clean(jam_r
     change_s = 5 * bar_s
     reaper.markers = ["0 96 3 4", f"{change_s:.9f} 120 3 4"]
     reaper.write_state()
-    wait_until(lambda: len(app.host_state.get("tempo_map") or []) == 2)
+    wait_for(lambda: len(app.host_state.get("tempo_map") or []) == 2)
     client.send(app.commands.port, "/acecomp/jam/prompt", "bossa nova")
     client.wait_for("/acecomp/ok", predicate=lambda a: a[0] == "jam/prompt")
     reaper.move(first[1] + 0.1)
@@ -133,7 +136,7 @@ def test_reaper_jam_stays_ahead_follows_tempo_and_caption_then_stops_clean(jam_r
 
     client.send(app.commands.port, "/acecomp/jam/stop")
     client.wait_for("/acecomp/jam/state", predicate=lambda a: a[0] == "stopped")
-    assert wait_until(lambda: no_job_running(app))
+    assert wait_for(lambda: no_job_running(app))
 
     chunks = client.all("/acecomp/jam/chunk")
     session = app.jam.session
@@ -167,7 +170,7 @@ def test_reaper_jam_falling_behind_skips_ahead_and_never_lands_behind_the_playhe
     reaper.move(first[1] + 0.1)
     assert engine.pipeline.waiting.wait(10)
     reaper.move(3 * bar_s + 0.5)
-    wait_until(lambda: app.host_state.get("position_s") == 3 * bar_s + 0.5)
+    wait_for(lambda: app.host_state.get("position_s") == 3 * bar_s + 0.5)
     engine.pipeline.gate.set()
     late = chunk_replies(client, 2)[1]
     assert late[1] == pytest.approx(3 * bar_s) and late[4] == 0  # made, but not inserted behind the playhead
@@ -200,19 +203,19 @@ def test_stopping_the_transport_or_stop_cancels_the_job_in_flight(jam_reaper):
     reaper.stop_transport()
     state = client.wait_for("/acecomp/jam/state", predicate=lambda a: a[0] == "stopped")
     assert "transport stopped" in state[1]
-    assert wait_until(lambda: no_job_running(app))
+    assert wait_for(lambda: no_job_running(app))
     assert len(reaper.inserted) == 1  # nothing from the cancelled chunk
     jobs = {j["state"] for j in app.client.jobs()}
     assert "cancelled" in jobs
     engine.pipeline.gate.set()
     # a second jam can start; stop over OSC ends it; prompt without a jam is an error
     reaper.play(2.0)
-    wait_until(lambda: app.host_state.get("playing"))
+    wait_for(lambda: app.host_state.get("playing"))
     client.send(app.commands.port, "/acecomp/jam/start", "bars", 2)
-    wait_until(lambda: app.jam.running)
+    wait_for(lambda: app.jam.running)
     client.send(app.commands.port, "/acecomp/jam/stop")
     client.wait_for("/acecomp/ok", predicate=lambda a: a[0] == "jam/stop")
-    assert not app.jam.running and wait_until(lambda: no_job_running(app))
+    assert not app.jam.running and wait_for(lambda: no_job_running(app))
     client.send(app.commands.port, "/acecomp/jam/prompt", "x")
     assert "not running" in client.wait_for("/acecomp/error", predicate=lambda a: a[0] == "jam/prompt")[1]
     client.send(app.commands.port, "/acecomp/jam/start", "bars", 0)
@@ -239,19 +242,19 @@ def test_ableton_jam_chunks_go_into_the_arrangement_on_one_track(tmp_path):
         app = BridgeApp(config)
         app.start()
         try:
-            wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+            wait_for(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
                        and app.host_state.get("meter") == (3, 4) and app.host_state.get("tempo") == 96)
             events = []
             # stopped transport: the jam starts at the loop brace's end (beat 30 = bar 11)
             app.jam = JamController(app)
             session = app.jam.start({"bars": 2, "lookahead": 4}, events.append)
-            wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
+            wait_for(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
             # then it waits (transport stopped) with the fifth chunk queued right after the fourth
-            wait_until(lambda: any(e["type"] == "jam_chunk_state" and e["state"] == "queued" for e in events))
+            wait_for(lambda: any(e["type"] == "jam_chunk_state" and e["state"] == "queued" for e in events))
             queued = [e for e in events if e["type"] == "jam_chunk_state" and e["state"] == "queued"][-1]
             assert queued["index"] == 4 and queued["start_s"] == pytest.approx(session.chunks[3].end_s)
             app.jam.stop()
-            assert not session.running and wait_until(lambda: no_job_running(app))
+            assert not session.running and wait_for(lambda: no_job_running(app))
             jam_tracks = [t for t in live.song.tracks if t.name == "ACE Jam"]
             assert len(jam_tracks) == 1
             starts = [c.start_time for c in jam_tracks[0].arrangement_clips]
@@ -345,7 +348,7 @@ def test_jam_chains_the_engines_takes_without_uploading_again(tmp_path, monkeypa
                           region_s=(0.0, 4.0))
     events = []
     session = JamController(app).start({"bars": 2, "lookahead": 4, "mix": 0}, events.append)
-    wait_until(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
+    wait_for(lambda: len([e for e in events if e["type"] == "jam_chunk"]) == 4)
     session.stop()
     kinds = [(r["task_type"], r.get("src_audio"), r.get("repainting_start")) for r in engine.requests[:4]]
     assert kinds == [("text2music", None, None), ("repaint", "file:upload-1", 4.0),  # the caption, one upload
@@ -377,8 +380,9 @@ def test_lua_insert_named_finds_or_makes_the_jam_track(tmp_path):
     import os
     from pathlib import Path
 
+    import lupa
+
     from bridge.reaper.adapter import ReaperMailbox
-    lupa = pytest.importorskip("lupa")
     root = Path(__file__).resolve().parents[1]
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
@@ -413,5 +417,5 @@ def test_midi_mapping_toggles_jam_and_sketch_is_mappable():
     app.subscribe(events.append)
     app.jam = JamController(app)
     app._midi_action("jam")  # start (no DAW, no engine: the jam starts, then says why it ended)
-    wait_until(lambda: any(e["type"] == "jam_state" and e["state"] == "stopped" for e in events))
+    wait_for(lambda: any(e["type"] == "jam_state" and e["state"] == "stopped" for e in events))
     assert [e["state"] for e in events if e["type"] == "jam_state"][0] == "running"

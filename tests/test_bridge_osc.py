@@ -9,7 +9,9 @@ from bridge.app import BridgeApp
 from bridge.commands import parse_settings
 from bridge.config import BridgeConfig
 from bridge.oscio import OscArgumentError, build_message, float_arg, osc_arg
-from tests.bridge_support import OscPeer, free_udp_port, timecode, wait_until
+from simulators import wait_for
+from simulators.osc import OscPeer, free_udp_port
+from simulators.reaper import timecode
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def bridge(tmp_path):
 def ask(app, peer, address, *args, expect="/acecomp/ok"):
     before = len(peer.received)
     peer.send(app.commands.port, address, *args)
-    wait_until(lambda: len(peer.received) > before, timeout=10)
+    wait_for(lambda: len(peer.received) > before, timeout=10)
     addr, reply = peer.received[before]
     assert addr == expect, (addr, reply)
     return reply

@@ -15,7 +15,12 @@ from bridge.grid import TempoMap, TempoPoint
 from bridge.sketch import (BUILTIN_MESSAGE, Sketch, SketchError, SketchNote, find_soundfont, midi_file_tempo_map,
                            parse_reaper_notes, read_midi_file, render_sketch, sketch_from_live)
 from bridge.wavchunks import read_wav
-from tests.bridge_support import OscPeer, SimulatedAbletonOSC, SimulatedReaper, echo_engine, free_udp_port, wait_until
+from simulators import wait_for
+from simulators.ableton import SimulatedAbletonOSC
+from simulators.osc import OscPeer, free_udp_port
+from simulators.pipelines import echo_engine
+from simulators.reaper import SimulatedReaper
+from tests.soundfont_support import key_hz, write_sine_soundfont
 
 HOST_SR = 44100
 # The fixture's grid: 96 BPM in 3/4, then 120 BPM from bar 5 (quarter note 12).
@@ -125,17 +130,21 @@ def test_builtin_render_onsets_fall_on_the_notes_at_the_host_tempo_map(tmp_path,
     assert all(0 <= f - e <= 0.002 * sample_rate for f, e in zip(found, expected)), list(zip(found, expected))
 
 
-@pytest.mark.skipif(find_soundfont() is None, reason="no General MIDI SoundFont installed (apt install "
-                    "timgm6mb-soundfont); the built-in synth is tested above")
 def test_soundfont_render_onsets_fall_on_the_notes(tmp_path):
-    pytest.importorskip("tinysoundfont", reason="the optional [sketch] extra is not installed")
+    import tinysoundfont  # noqa: F401  (installed by .ci/run; without it this test must fail, not fall back)
+
+    soundfont = write_sine_soundfont(tmp_path / "sine.sf2")  # one looped sine preset, written by the test
     sketch = read_midi_file(write_fixture(str(tmp_path / "s.mid")), start_qn=6.0)
-    rendered = render_sketch(sketch, HOST_MAP, HOST_SR)
-    assert rendered.synth.startswith("soundfont:")
+    rendered = render_sketch(sketch, HOST_MAP, HOST_SR, soundfont=soundfont)
+    assert rendered.synth == f"soundfont:{soundfont}", rendered.message
     found = onsets(rendered.audio, threshold=0.05)
     expected = expected_onsets(6.0, HOST_SR)
     assert len(found) == len(expected)
     assert all(0 <= f - e <= 0.01 * HOST_SR for f, e in zip(found, expected)), list(zip(found, expected))
+    # what sounds is the SoundFont's sample, transposed to the note: the first note (key 60) at its pitch
+    note = rendered.audio[0, expected[0]:expected[0] + HOST_SR // 8]
+    spectrum = np.abs(np.fft.rfft(note * np.hanning(len(note)), n=HOST_SR))  # 1 Hz bins
+    assert abs(int(np.argmax(spectrum)) - key_hz(60)) < 3
 
 
 def test_missing_soundfont_falls_back_with_a_message(tmp_path, monkeypatch):
@@ -158,7 +167,8 @@ def test_missing_soundfont_falls_back_with_a_message(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ REAPER script (Lua, mock REAPER)
 def test_lua_read_midi_writes_the_selected_items_notes_in_project_beats(tmp_path):
-    lupa = pytest.importorskip("lupa")
+    import lupa
+
     root = Path(__file__).resolve().parents[1]
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
@@ -254,7 +264,7 @@ def reaper_sketch(tmp_path):
         app.start()
         reaper = ReaperWithMidi(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
         reaper.set_tempo_map()
-        wait_until(lambda: app.host_state.get("sample_rate") == HOST_SR and app.host_state.get("tempo_map")
+        wait_for(lambda: app.host_state.get("sample_rate") == HOST_SR and app.host_state.get("tempo_map")
                    and len(app.host_state.get("tempo_map")) == 2)
         client = OscPeer()
         try:
@@ -300,7 +310,7 @@ def test_reaper_midi_item_becomes_a_part_on_a_new_track(reaper_sketch):
 def test_reaper_dropped_midi_file_lands_on_the_selection_bar(reaper_sketch, tmp_path):
     app, reaper, client, engine = reaper_sketch
     reaper.select(HOST_MAP.qn_to_seconds(3.2), HOST_MAP.qn_to_seconds(20.0))  # starts inside bar 2: nearest is bar 2
-    wait_until(lambda: app.host_state.region() is not None)
+    wait_for(lambda: app.host_state.region() is not None)
     path = write_fixture(str(tmp_path / "sketch.mid"))
     job_id = app.run_action("sketch", {"midi_path": path, "soundfont": "none"})
     record = app.wait_action(app.action_for_job(job_id).id)
@@ -352,7 +362,7 @@ def test_ableton_clip_notes_become_a_part_at_the_loop_brace(tmp_path):
         app = BridgeApp(config)
         app.start()
         try:
-            wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+            wait_for(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
                        and app.host_state.get("meter") == (3, 4))
             job_id = app.run_action("sketch", {"soundfont": "none"})
             record = app.wait_action(app.action_for_job(job_id).id)

@@ -19,7 +19,8 @@ from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.types import Cancelled
 from engine.units import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE
-from tests.service_support import CLIENT_HEADERS, wait_for
+from simulators import wait_for
+from tests.service_support import CLIENT_HEADERS
 
 SOURCE_S = 5.6
 REGION = (1.0, 4.6)

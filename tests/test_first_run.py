@@ -16,7 +16,9 @@ import pytest
 from engine import checkpoints as ck
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.service_support import LiveServer, StandInPipeline, wait_for
+from engine.service.threaded import InProcessEngine
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,24 +55,20 @@ def test_health_says_tiny_random_weights(tiny_root, tmp_path, parity_checkpoints
 @pytest.mark.parametrize("route, field", [("/v1/jobs", "src_audio"), ("/v1/files", "file")])
 def test_a_client_dropping_an_upload_leaves_one_log_line(tmp_path, caplog, route, field):
     lines: list[str] = []
-    service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lines.append)
-    service.start()
-    try:
-        with LiveServer(create_app(service)) as server, caplog.at_level(logging.ERROR):
-            boundary = "xyz"
-            head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-ACE-Companion: 1\r\n"
-                    f"Content-Type: multipart/form-data; "
-                    f"boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
-                    f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a.wav\"\r\n"
-                    f"Content-Type: audio/wav\r\n\r\n").encode() + b"\0" * 5000
-            with socket.create_connection(("127.0.0.1", server.port)) as sock:
-                sock.sendall(head)
-            wait_for(lambda: any("disconnected" in line for line in lines), timeout=20)
-            assert httpx.get(f"{server.url}/health").status_code == 200  # still serving
-        assert not [r for r in caplog.records if "Traceback" in r.getMessage() or r.exc_info]
-        assert sum("disconnected" in line for line in lines) == 1
-    finally:
-        service.stop()
+    engine = InProcessEngine(tmp_path / "results", StandInPipeline(steps=1), log=lines.append)
+    with engine as server, caplog.at_level(logging.ERROR):
+        boundary = "xyz"
+        head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-ACE-Companion: 1\r\n"
+                f"Content-Type: multipart/form-data; "
+                f"boundary={boundary}\r\nContent-Length: 1000000\r\n\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"a.wav\"\r\n"
+                f"Content-Type: audio/wav\r\n\r\n").encode() + b"\0" * 5000
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head)
+        wait_for(lambda: any("disconnected" in line for line in lines), timeout=20)
+        assert httpx.get(f"{server.url}/health").status_code == 200  # still serving
+    assert not [r for r in caplog.records if "Traceback" in r.getMessage() or r.exc_info]
+    assert sum("disconnected" in line for line in lines) == 1
 
 
 def test_no_display_is_one_line_and_names_the_headless_commands():

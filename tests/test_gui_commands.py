@@ -11,7 +11,8 @@ import pytest
 from gui import launcher, screenshot
 from engine.process import EngineProcess
 from gui.settings import Settings
-from tests.gui_helpers import PARITY_CHECKPOINTS, InProcessEngine, StandInPipeline, qt_app, wait_for
+from engine.service.threaded import InProcessEngine
+from tests.gui_helpers import PARITY_CHECKPOINTS, StandInPipeline, qt_app, wait_for
 
 
 def _parse(module, argv: list[str]) -> argparse.Namespace:

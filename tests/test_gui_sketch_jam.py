@@ -77,7 +77,7 @@ def test_window_jam_and_sketch_through_the_embedded_bridge(tmp_path):
     from engine.process import free_port
     from gui.main_window import MainWindow
     from gui.settings import Settings
-    from tests.bridge_support import echo_engine
+    from simulators.pipelines import echo_engine
     from tests.gui_helpers import make_fake_daw, wait_for
     qt_app()
     daw = make_fake_daw()

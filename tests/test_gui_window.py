@@ -7,15 +7,16 @@ import os
 import numpy as np
 import pytest
 
+from engine.service.threaded import InProcessEngine
 from gui.settings import Settings, load_settings
-from tests.gui_helpers import InProcessEngine, qt_app, wait_for
+from tests.gui_helpers import make_pipeline, qt_app, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    server = InProcessEngine(tmp_path_factory.mktemp("engine-results")).start()
+    server = InProcessEngine(tmp_path_factory.mktemp("engine-results"), make_pipeline()).start()
     yield server
     server.stop()
 

@@ -9,7 +9,9 @@ import pytest
 
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.service_support import StandInPipeline, api_client, wait_for
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import api_client
 from tests.test_parity_xl import XL_CASES, XL_CHECKPOINTS
 
 NAME = "tiny-xl-turbo-lora"

@@ -15,7 +15,9 @@ from engine.service.app import create_app
 from engine.request import RequestError
 from engine.service.core import EngineService
 from engine.service.guard import UNAUTHENTICATED_BODY_LIMIT
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from engine.service.app import create_app
 from tests.service_support import CLIENT_HEADERS
 from engine.service.cli import check_bind, is_loopback
 from engine.service.core import EngineService
-from tests.service_support import StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import write_tone
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from engine import pipeline as pipeline_module
 from engine.service.app import create_app
 from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
-from tests.service_support import wait_for, write_tone
+from simulators import wait_for
+from tests.service_support import write_tone
 
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,

@@ -14,7 +14,9 @@ from engine.service.app import create_app
 from tests.service_support import CLIENT_HEADERS
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
-from tests.service_support import StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import write_tone
 
 
 @pytest.fixture

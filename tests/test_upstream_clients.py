@@ -24,7 +24,8 @@ from engine.pipeline import Pipeline
 from engine.service.app import create_app
 from engine.service.core import EngineService
 from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.service_support import wait_for, write_tone
+from simulators import wait_for
+from tests.service_support import write_tone
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "upstream_clients"
