@@ -458,7 +458,7 @@ class JamSession:
                                track_name=self.track, length_s=chunk.end_s - chunk.start_s,
                                timeout_s=self.app.config.insert_timeout_s)
         except AdapterError as exc:
-            self._emit({"type": "offer", "path": chunk.path, "message": f"{exc}; drag the chunk from the window"})
+            self._emit({"type": "offer", "path": chunk.path, "message": f"{exc}; drag the chunk into the DAW from the clip folder"})
             return False
         return True
 
