@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.lora import LoraError, read_adapter
 from engine.request import GenerationRequest, RequestError
-from tests.parity_utils import compare_dump, relative_error
+from tests.parity_utils import case_request_fields, compare_dump, relative_error
 from tests.test_parity_xl import XL_CASES, XL_CHECKPOINTS, load_xl_case
 
 ADAPTER = XL_CHECKPOINTS / "loras" / "tiny-xl-turbo-lora"
@@ -25,9 +25,9 @@ def pipeline():
 
 
 def _request(name: str, **changes) -> GenerationRequest:
-    data = json.loads((XL_CASES / f"{name}.json").read_text(encoding="utf-8"))
+    data = case_request_fields(XL_CASES / f"{name}.json")
     data.update(changes)
-    return GenerationRequest.from_dict(data, base_dir=XL_CASES)
+    return GenerationRequest.from_dict(data)
 
 
 def _latents(pipeline, request) -> torch.Tensor:

@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from tests.parity_utils import AUDIO_TOLERANCE, compare_dump, relative_error
+from tests.parity_utils import AUDIO_TOLERANCE, compare_dump, relative_error, write_case_request
 
 XL_DATA = Path(__file__).parent / "data" / "parity-xl"
 XL_CASES = XL_DATA / "cases"
@@ -37,7 +37,8 @@ def test_render_dump_reproduces_case(name, tmp_path, capsys):
 
     case, expected, path = load_xl_case(name)
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
-    code = main(["render", "--checkpoints", str(XL_CHECKPOINTS), "--request", str(path), "--out", str(out),
+    request = write_case_request(path, tmp_path)  # the request part of the case file
+    code = main(["render", "--checkpoints", str(XL_CHECKPOINTS), "--request", str(request), "--out", str(out),
                  "--dump", str(dump), "--device", "cpu", "--allow-short-region", "--quiet"])
     assert code == 0, capsys.readouterr().err
     problems = compare_dump(load_file(str(dump)), expected)
