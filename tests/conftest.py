@@ -1,3 +1,15 @@
+"""Session-wide test fixtures.
+
+Loading the models and running the tiny VAE's encoder are the suite's costs (the encoder keeps 128
+channels at 48 kHz, about a second of CPU per second of audio). So one pipeline on the parity
+checkpoints serves the whole session (`shared_pipeline`), its encoder remembers what it has
+encoded, and one engine over HTTP on that pipeline serves every flow that needs a real engine
+(`shared_engine`). Tests get them through `pipeline` and `engine`, which put the pipeline back as
+they found it (DiT, LM, region limits) when the test ends.
+"""
+
+import contextlib
+import hashlib
 import os
 from pathlib import Path
 
@@ -8,6 +20,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 DATA = Path(__file__).parent / "data"
 PARITY = DATA / "parity"
 PARITY_LM = DATA / "parity-lm"
+TURBO = "acestep-v15-turbo"
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +36,117 @@ def parity_checkpoints() -> Path:
 @pytest.fixture(scope="session")
 def parity_lm_dir() -> Path:
     return PARITY_LM
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Path:
+    """`make-tiny-checkpoints` output (seed 0, every published DiT, VAE, text encoder), made once.
+    Tests read it; a test that needs a changed copy makes its own."""
+    from engine.commands.tiny import make_tiny_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_tiny_checkpoints(root, seed=0, log=lambda message: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_checkpoints(tmp_path_factory) -> Path:
+    """A checkpoints folder holding only a tiny random 0.6B-layout LM (seed 3), made once."""
+    from engine.lm.tiny import make_tiny_lm
+
+    root = tmp_path_factory.mktemp("tiny_lm")
+    make_tiny_lm(root / "acestep-5Hz-lm-0.6B", seed=3)
+    return root
+
+
+# ----------------------------------------------------------------------------- one pipeline
+class EncoderMemo:
+    """Wraps a `VAE`'s single-window encode so each distinct window runs through the network once.
+
+    The key is the window's exact samples (shape, dtype and a hash of the bytes), so a window is
+    reused only when it is bit-identical; tiling, padding and everything above still run every
+    time. The parity cases, the task tests and the flows encode the same source and timbre
+    montage again and again; this keeps that to one encoder pass per distinct window.
+    """
+
+    def __init__(self, vae):
+        self._encode_once = vae._encode_once
+        self._latents: dict[tuple, object] = {}
+        self.hits = self.misses = 0
+        vae._encode_once = self
+
+    def __call__(self, wave):
+        data = wave.detach().to("cpu").contiguous().numpy().tobytes()
+        key = (tuple(wave.shape), str(wave.dtype), str(wave.device), hashlib.blake2b(data, digest_size=20).digest())
+        if key in self._latents:
+            self.hits += 1
+        else:
+            self.misses += 1
+            self._latents[key] = self._encode_once(wave)
+        return self._latents[key].clone()
+
+
+def make_shared_pipeline(root: Path = PARITY / "checkpoints"):
+    """The turbo pipeline on `root` (fp32 CPU) with a remembering encoder; the base DiT loads when
+    a request or test asks for it."""
+    import torch
+
+    from engine.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoints(root, dit=TURBO, device="cpu", dtype=torch.float32)
+    EncoderMemo(pipeline.vae)
+    return pipeline
+
+
+@contextlib.contextmanager
+def restored(pipeline):
+    """Put back the pipeline's DiT, LM and region-limit switch when the block ends."""
+    dit, lm, limits = pipeline.dit_name, pipeline.lm_name, pipeline.enforce_region_limits
+    try:
+        yield pipeline
+    finally:
+        pipeline.enforce_region_limits = limits
+        if pipeline.lm_name != lm:
+            pipeline.load_lm(lm)
+        if pipeline.dit_name != dit:
+            pipeline.load_dit(dit)
+
+
+@contextlib.contextmanager
+def region_limits_off(pipeline):
+    """Let a repaint region be shorter than 3 s (parity fixtures use 2.3 s) inside the block only."""
+    with restored(pipeline):
+        pipeline.enforce_region_limits = False
+        yield pipeline
+
+
+@pytest.fixture(scope="session")
+def shared_pipeline():
+    """The session's pipeline. Tests use `pipeline` (or `engine`), which restore its state."""
+    return make_shared_pipeline()
+
+
+@pytest.fixture
+def pipeline(shared_pipeline):
+    """The session pipeline (turbo, region limits on, no LM), restored after the test."""
+    with restored(shared_pipeline):
+        yield shared_pipeline
+
+
+# ----------------------------------------------------------------------------- one engine
+@pytest.fixture(scope="session")
+def shared_engine(shared_pipeline, tmp_path_factory):
+    """The engine HTTP service (EngineService + FastAPI + uvicorn) on loopback, in this process,
+    over the session pipeline. Tests that are about the engine process itself start their own."""
+    from tests.gui_helpers import InProcessEngine
+
+    server = InProcessEngine(tmp_path_factory.mktemp("engine-results"), pipeline=shared_pipeline).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def engine(shared_engine):
+    """The session engine; its pipeline is put back as it was (DiT, LM, limits) after the test."""
+    with restored(shared_engine.pipeline):
+        yield shared_engine

@@ -1,16 +1,16 @@
 """Shared helpers for the control-window tests: a Qt application, waiting, and an engine on loopback.
 
-The engine is the real service (`EngineService` + FastAPI app + uvicorn) on a free loopback port.
-Its pipeline is `engine.pipeline.Pipeline` on the tiny parity checkpoints; `StandInPipeline`
-(a sine generator with real progress and cancel) is used only while that module is missing.
+The engine is the real service (`EngineService` + FastAPI app + uvicorn) on a free loopback port,
+over the pipeline it is given: the session's real one (`tests.conftest.shared_engine`), or
+`StandInPipeline` (a sine generator with real progress and cancel) where the model does not matter.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
 
 
 class StandInPipeline:
-    """Follows the Pipeline contract with a tone instead of a model (a fallback, see module doc)."""
+    """Follows the Pipeline contract with a tone instead of a model."""
 
     def __init__(self, step_s: float = 0.02):
         self.step_s = step_s
@@ -78,27 +78,19 @@ class StandInPipeline:
         return GenerationOutput(audio=audio, sample_rate=rate, seeds=seeds, request=request.to_dict())
 
 
-def make_pipeline():
-    try:
-        from engine.pipeline import Pipeline
-    except ImportError:
-        return StandInPipeline()
-    return Pipeline.from_checkpoints(PARITY_CHECKPOINTS, dit="acestep-v15-turbo", device="cpu")
-
-
 class InProcessEngine:
     """The engine HTTP service in a background thread; `stop()` and `start()` again on the same port."""
 
-    def __init__(self, results_dir: Path, pipeline=None, port: int | None = None):
+    def __init__(self, results_dir: Path, pipeline, port: int | None = None):
         self.results_dir = results_dir
-        self.pipeline = pipeline if pipeline is not None else make_pipeline()
+        self.pipeline = pipeline
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.service = None
         self._server = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "InProcessEngine":
+    def start(self) -> InProcessEngine:
         import uvicorn
 
         from engine.service.app import create_app

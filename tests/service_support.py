@@ -85,7 +85,7 @@ class LiveServer:
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self._thread.start()
         wait_for(lambda: self.server.started, timeout=20)
         return self

@@ -1,4 +1,8 @@
-"""The control window against a real engine service on loopback (tiny parity checkpoints)."""
+"""The control window against a real engine service on loopback (tiny parity checkpoints).
+
+`engine` is the session's in-process engine (tests/conftest.py); the window only fetches results
+of jobs created after it opened, so earlier tests' jobs on that engine do not show up here.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,6 @@ from gui.settings import Settings, load_settings
 from tests.gui_helpers import InProcessEngine, qt_app, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    server = InProcessEngine(tmp_path_factory.mktemp("engine-results")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

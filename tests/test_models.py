@@ -12,8 +12,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from engine.models.acestep import (AceStepConditionGenerationModel, AceStepConfig, build_self_attention_mask,
-                                   pack_sequences)
+from engine.models.acestep import (
+    AceStepConditionGenerationModel,
+    AceStepConfig,
+    build_self_attention_mask,
+    pack_sequences,
+)
 from engine.types import CheckpointError
 from tests.parity_utils import CHECKPOINTS
 

@@ -2,37 +2,28 @@
 
 Acceptance as in tests/data/parity/README.md: exact ids/masks/codes/shapes; max|err|/RMS < 1e-4 for
 hidden states and latents; < 2e-4 for audio. `repaint_turbo_middle` repaints a 2.3 s region, below
-our 3 s minimum, so these runs switch `Pipeline.enforce_region_limits` off.
+our 3 s minimum, so these runs switch `Pipeline.enforce_region_limits` off (for the test only).
+Every case runs on the session pipeline; a case naming the base DiT loads it there.
 """
 
 import pytest
-import torch
 
 from engine.request import GenerationRequest
+from tests.conftest import region_limits_off
 from tests.parity_utils import CHECKPOINTS, compare_dump, load_case
 
 CASES = ["repaint_turbo_middle", "repaint_turbo_outpaint_end", "cover_turbo_strength1",
          "cover_turbo_strength05_reference", "lego_base_guitar", "extract_base_vocals",
          "complete_base_drums_bass_adg"]
 
-_PIPELINES = {}
-
-
-def pipeline_for(dit):
-    from engine.pipeline import Pipeline
-
-    if dit not in _PIPELINES:
-        pipe = Pipeline.from_checkpoints(CHECKPOINTS, dit=dit, device="cpu", dtype=torch.float32)
-        pipe.enforce_region_limits = False
-        _PIPELINES[dit] = pipe
-    return _PIPELINES[dit]
-
 
 @pytest.mark.parametrize("name", CASES)
-def test_parity_case(name):
+def test_parity_case(pipeline, name):
     case, expected, path = load_case(name)
     request = GenerationRequest.from_json_file(path)
-    out = pipeline_for(case["dit"]).generate(request, dump=True)
+    assert request.dit == case["dit"]
+    with region_limits_off(pipeline):
+        out = pipeline.generate(request, dump=True)
     assert tuple(out.audio[0].shape) == (2, case["derived"]["audio_samples"])
     problems = compare_dump(out.dump, expected)
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)
@@ -44,15 +35,21 @@ def _render(*args):
     return run_cli("render", *args)
 
 
-def test_repaint_parity_through_the_render_cli(tmp_path):
+def test_repaint_parity_through_the_render_cli(pipeline, tmp_path):
+    """`render` with and without --allow-short-region; the command gets the session's loaded models
+    (tests.cli_utils.models_from), its own loading is covered by test_parity_t2m."""
     from safetensors.torch import load_file
+
+    from tests.cli_utils import models_from
 
     case, expected, path = load_case("repaint_turbo_middle")
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
-    refused = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out), "--quiet")
-    assert refused.returncode == 2 and "at least 3 s" in refused.stderr and not out.exists()
-    proc = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out),
-                   "--dump", str(dump), "--allow-short-region", "--quiet")
+    with models_from(pipeline):
+        refused = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out), "--quiet")
+        assert refused.returncode == 2 and "at least 3 s" in refused.stderr and not out.exists()
+        proc = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out),
+                       "--dump", str(dump), "--allow-short-region", "--quiet")
+    assert pipeline.enforce_region_limits  # the command's switch did not outlive the block
     assert proc.returncode == 0, proc.stderr
     problems = compare_dump(load_file(str(dump)), expected)
     assert not problems, "\n".join(problems)

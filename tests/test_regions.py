@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from engine.regions import (
-    check_region_length, frame_range, pad_source, plan_region, ramp_mask, seconds_to_frame, splice_waveform,
+    check_region_length,
+    frame_range,
+    pad_source,
+    plan_region,
+    ramp_mask,
+    seconds_to_frame,
+    splice_waveform,
 )
 from engine.request import RequestError
 from tests.conftest import PARITY

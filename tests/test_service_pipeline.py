@@ -14,11 +14,8 @@ import soundfile
 from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
-from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
-from tests.service_support import wait_for, write_tone
-
-pipeline_module = pytest.importorskip("engine.pipeline")
+from tests.service_support import CLIENT_HEADERS, wait_for, write_tone
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}
@@ -26,7 +23,8 @@ REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, parity_checkpoints):
-    """The parity checkpoints plus a DiT folder whose weights are truncated."""
+    """The parity checkpoints plus a DiT folder whose weights are truncated (for the session
+    pipeline, see the model-load test, and for the engine process)."""
     root = tmp_path_factory.mktemp("checkpoints")
     for entry in os.listdir(parity_checkpoints):
         os.symlink(parity_checkpoints / entry, root / entry)
@@ -40,18 +38,12 @@ def checkpoints(tmp_path_factory, parity_checkpoints):
     return root
 
 
-@pytest.fixture(scope="module")
-def pipeline(checkpoints):
-    return pipeline_module.Pipeline.from_checkpoints(checkpoints, dit="acestep-v15-turbo", device="cpu")
-
-
 @pytest.fixture
 def service(pipeline, tmp_path):
     svc = EngineService(pipeline, tmp_path / "results", log=lambda line: None)
     svc.start()
     yield svc
     svc.stop()
-    pipeline.load_dit("acestep-v15-turbo")
 
 
 @pytest.fixture
@@ -63,6 +55,11 @@ def client(service):
 def _wait_final(client, job_id, timeout=120):
     return wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["state"] in
                     ("done", "failed", "cancelled") and j, timeout=timeout)
+
+
+def _finish(client, request):
+    """Submit `request` and wait for the job's final state."""
+    return _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
 
 
 def test_lifecycle_submit_watch_download(client, service, tmp_path):
@@ -152,23 +149,24 @@ def test_out_of_memory_fails_only_that_job(client, service, pipeline, monkeypatc
 
     monkeypatch.setattr(pipeline, "generate", oom)
     for caption in ("too big", "too big for ram"):
-        job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "caption": caption}}).json()["id"])
+        job = _finish(client, {**REQUEST, "caption": caption})
         assert job["state"] == "failed" and job["error"].startswith("out of memory")
     job = _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])
     assert job["state"] == "done"
     assert client.get("/health").json()["status"] == "ok"
 
 
-def test_model_that_fails_to_load_fails_the_job_not_the_engine(client):
-    job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-broken"}}).json()["id"])
+def test_model_that_fails_to_load_fails_the_job_not_the_engine(client, pipeline, checkpoints, monkeypatch):
+    monkeypatch.setattr(pipeline, "root", checkpoints)  # DiT folders come from the root with the broken one
+    job = _finish(client, {**REQUEST, "dit": "acestep-v15-broken"})
     assert job["state"] == "failed"
     assert "acestep-v15-broken" in job["error"] or "model.safetensors" in job["error"]
-    missing = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-nope"}}).json()["id"])
+    missing = _finish(client, {**REQUEST, "dit": "acestep-v15-nope"})
     assert missing["state"] == "failed" and missing["error"]
 
     response = client.post("/v1/models/load", json={"dit": "acestep-v15-broken"})
     assert response.status_code == 400 and response.json()["detail"]
-    job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-turbo"}}).json()["id"])
+    job = _finish(client, {**REQUEST, "dit": "acestep-v15-turbo"})
     assert job["state"] == "done", job["error"]
 
 

@@ -11,10 +11,9 @@ from fastapi.testclient import TestClient
 from engine.request import RequestError
 from engine.service import upstream
 from engine.service.app import create_app
-from tests.service_support import CLIENT_HEADERS
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
-from tests.service_support import StandInPipeline, wait_for, write_tone
+from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for, write_tone
 
 
 @pytest.fixture

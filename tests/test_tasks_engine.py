@@ -3,25 +3,22 @@
 Few sampler steps keep these fast; parity with upstream is in test_parity_tasks.py.
 """
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from engine.audio_io import load_audio, write_audio
 from engine.request import TRACK_NAMES, GenerationRequest, RequestError
 from engine.types import EngineError
-from tests.parity_utils import CASES_DIR, CHECKPOINTS, load_case
+from tests.parity_utils import CASES_DIR, load_case
 
 SR = 48000
 SOURCE = str(CASES_DIR / "audio" / "source.wav")
 
 
-@pytest.fixture(scope="module")
-def turbo():
-    from engine.pipeline import Pipeline
-
-    return Pipeline.from_checkpoints(CHECKPOINTS, dit="acestep-v15-turbo", device="cpu", dtype=torch.float32)
+@pytest.fixture
+def turbo(pipeline):
+    """The session pipeline (turbo DiT), restored after each test."""
+    return pipeline
 
 
 def _repaint(src, start, end, **extra):
