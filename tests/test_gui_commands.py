@@ -157,14 +157,21 @@ def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path
     client = EngineClient(url, timeout=2)
     peer = OscPeer()
 
-    def bridge_answers():  # the launcher starts the bridge once the engine is up, then the window
+    def engine_answers():
+        assert launcher_process.poll() is None, launcher_process.stdout.read()
+        try:
+            return client.health()["status"] == "ok"
+        except EngineUnavailable:
+            return False
+
+    def bridge_answers():  # the launcher's in-process bridge, started next to the window
         assert launcher_process.poll() is None, launcher_process.stdout.read()
         peer.send(osc_port, "/acecomp/ping")
         return wait_for(lambda: bool(peer.all("/acecomp/pong")), 0.2)
 
     try:
-        assert wait_for(bridge_answers, 180), "the launcher's bridge never answered a ping"
-        assert client.health()["status"] == "ok"
+        assert wait_for(engine_answers, 180), "the launcher's engine never answered"
+        assert wait_for(bridge_answers, 60), "the launcher's bridge never answered a ping"
         assert (tmp_path / "engine.log").exists()
         launcher_process.send_signal(signal.SIGTERM)
         output, _ = launcher_process.communicate(timeout=60)

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
 from engine.service.core import RESTARTED_MESSAGE, EngineService
+from tests.conftest import PARITY
 from tests.service_support import CLIENT_HEADERS, wait_for, write_tone
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
@@ -171,14 +172,14 @@ def test_model_that_fails_to_load_fails_the_job_not_the_engine(client, pipeline,
 
 
 def test_uploaded_source_is_used_and_a_corrupt_one_fails_the_job(client, service, tmp_path):
-    tone = write_tone(tmp_path / "src.wav", seconds=6.0)
-    with open(tone, "rb") as fh:
+    source = PARITY / "cases" / "audio" / "source.wav"  # audio the session pipeline already knows
+    with open(source, "rb") as fh:
         file_id = client.post("/v1/files", files={"file": ("src.wav", fh, "audio/wav")}).json()["id"]
     request = {**REQUEST, "task_type": "repaint", "src_audio": f"file:{file_id}", "repainting_start": 1.0,
                "repainting_end": 4.0, "duration": 6.0}
     good = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
     assert good["state"] == "done", good["error"]
-    assert abs(good["results"][0]["duration"] - 6.0) < 0.05
+    assert abs(good["results"][0]["duration"] - soundfile.info(str(source)).duration) < 0.05
     # the upload was fine; the file is damaged on disk afterwards
     service.store.upload_path(file_id).write_bytes(b"RIFF....WAVEfmt garbage")
     job = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
