@@ -72,30 +72,14 @@ class EncoderMemo:
     def __init__(self, vae):
         self._encode_once = vae._encode_once
         self._latents: dict[tuple, object] = {}
-        self.hits = self.misses = 0
         vae._encode_once = self
 
     def __call__(self, wave):
         data = wave.detach().to("cpu").contiguous().numpy().tobytes()
         key = (tuple(wave.shape), str(wave.dtype), str(wave.device), hashlib.blake2b(data, digest_size=20).digest())
-        if key in self._latents:
-            self.hits += 1
-        else:
-            self.misses += 1
+        if key not in self._latents:
             self._latents[key] = self._encode_once(wave)
         return self._latents[key].clone()
-
-
-def make_shared_pipeline(root: Path = PARITY / "checkpoints"):
-    """The turbo pipeline on `root` (fp32 CPU) with a remembering encoder; the base DiT loads when
-    a request or test asks for it."""
-    import torch
-
-    from engine.pipeline import Pipeline
-
-    pipeline = Pipeline.from_checkpoints(root, dit=TURBO, device="cpu", dtype=torch.float32)
-    EncoderMemo(pipeline.vae)
-    return pipeline
 
 
 @contextlib.contextmanager
@@ -122,8 +106,15 @@ def region_limits_off(pipeline):
 
 @pytest.fixture(scope="session")
 def shared_pipeline():
-    """The session's pipeline. Tests use `pipeline` (or `engine`), which restore its state."""
-    return make_shared_pipeline()
+    """The turbo pipeline on the parity checkpoints (fp32 CPU) with a remembering encoder; the base
+    DiT loads when a request asks for it. Tests use `pipeline` (or `engine`), which restore its state."""
+    import torch
+
+    from engine.pipeline import Pipeline
+
+    pipeline = Pipeline.from_checkpoints(PARITY / "checkpoints", dit=TURBO, device="cpu", dtype=torch.float32)
+    EncoderMemo(pipeline.vae)
+    return pipeline
 
 
 @pytest.fixture
