@@ -31,7 +31,11 @@ import httpx  # noqa: E402
 
 from engine.service.app import create_app  # noqa: E402
 from engine.service.core import EngineService  # noqa: E402
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for  # noqa: E402
+from engine.service.guard import CLIENT_HEADER  # noqa: E402
+from simulators import wait_for  # noqa: E402
+from simulators.pipelines import StandInPipeline  # noqa: E402
+
+CLIENT_HEADERS = {CLIENT_HEADER: "1"}  # what EngineClient sends with every request
 
 
 def percentiles(samples_ms: list[float]) -> str:
@@ -148,7 +152,7 @@ def osc_burst(burst: int, pings: int) -> None:
 
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
-    from tests.bridge_support import OscPeer, free_udp_port, osc_bytes
+    from simulators.osc import OscPeer, free_udp_port, osc_bytes
 
     config = BridgeConfig(engine_url=f"http://127.0.0.1:{free_udp_port()}", host="none", osc_port=0,
                           output_dir=tempfile.mkdtemp(prefix="ace-api-load-clips-"))

@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bridge.app import BridgeApp  # noqa: E402
 from bridge.config import BridgeConfig  # noqa: E402
 from engine.client import EngineClient  # noqa: E402
-from tests.bridge_support import WAKE_ACTION, OscPeer, SimulatedReaper, echo_engine, wait_until  # noqa: E402
+from simulators import wait_for  # noqa: E402
+from simulators.osc import OscPeer  # noqa: E402
+from simulators.pipelines import echo_engine  # noqa: E402
+from simulators.reaper import WAKE_ACTION, SimulatedReaper  # noqa: E402
 
 BAR_S = 3 * 60 / 96
 REGION = (2 * BAR_S, 10 * BAR_S)  # 8 bars of 3/4 at 96 BPM
@@ -53,7 +56,7 @@ def run_batch(app, reaper, client, engine: EngineClient, triggers: int) -> list[
     for _ in range(triggers):
         sent.append(time.time())
         client.send(app.commands.port, "/acecomp/repaint")
-    wait_until(lambda: len(client.all("/acecomp/done")) - first_done >= triggers, timeout=600)
+    wait_for(lambda: len(client.all("/acecomp/done")) - first_done >= triggers, timeout=600)
     failed = [args for args in client.all("/acecomp/done")[first_done:] if args[1] != "done"]
     if failed:
         raise SystemExit(f"{len(failed)} action(s) failed: {client.all('/acecomp/error')[-3:]}")
@@ -109,7 +112,7 @@ def measure(url: str, tmp_path: Path, hot: bool, repeats: int, burst: int) -> tu
     try:
         reaper.set_tempo(96, 3, 4)
         reaper.select(*REGION)
-        wait_until(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4))
+        wait_for(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4))
         run_batch(app, reaper, client, engine, 1)  # warm-up: first HTTP connections, imports
         single = [row for _ in range(repeats) for row in run_batch(app, reaper, client, engine, 1)]
         return single, run_batch(app, reaper, client, engine, burst)

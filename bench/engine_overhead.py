@@ -29,9 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.client import EngineClient  # noqa: E402
 from engine.request import GenerationRequest  # noqa: E402
-from engine.service.app import create_app  # noqa: E402
-from engine.service.core import EngineService  # noqa: E402
-from tests.service_support import LiveServer  # noqa: E402
+from engine.service.threaded import InProcessEngine  # noqa: E402
 
 
 def main() -> int:
@@ -54,9 +52,7 @@ def main() -> int:
     direct_compute(pipeline, parsed)  # warm-up
 
     with tempfile.TemporaryDirectory(prefix="ace-bench-") as results:
-        service = EngineService(pipeline, results, log=lambda line: None)
-        service.start()
-        with LiveServer(create_app(service)) as server:
+        with InProcessEngine(results, pipeline) as server:
             client = EngineClient(server.url, timeout=60)
             run_job(client, request)  # warm-up of the HTTP path
             # interleaved, so that load from other processes hits both sides alike
@@ -82,7 +78,6 @@ def main() -> int:
             for thread in threads:
                 thread.join()
             wall = time.perf_counter() - start
-        service.stop()
 
     one = statistics.median(single)
     rows = [

@@ -13,10 +13,15 @@ normalisation) from the progress events.
 
 Stages (each row of the table):
   text encode   caption through the text encoder + lyric embedding + condition encoder (once)
-  DiT step      one sampler step of the DiT (mean over --steps; the first step also builds the
-                cross-attention K/V cache, so "first" is shown separately)
+  DiT step      one sampler step of the DiT through the engine's prepared loop (`DiTLoop`; mean over
+                --steps; the first step also builds the cross-attention K/V cache and the loop's
+                RoPE/mask/modulation tables, so "first" is shown separately). `bench/dit_loop.py`
+                compares this loop with the previous per-step one.
   VAE decode    latents -> 48 kHz stereo (tiled, 256-frame windows, like the engine)
 
+The "resident after load" line gives each model's weights on the run device (VAE weight norm
+folded, FSQ tokenizer/detokenizer parked in CPU memory on CUDA, text encoder off the GPU with
+--low-vram) and, on CUDA, the allocated VRAM; the last line the run's peak VRAM.
 "peak MB" is the peak memory the stage itself added: CUDA `max_memory_allocated` on a GPU; on
 CPU (Linux) the highest resident set sampled every 2 ms while the stage ran, minus the resident
 set when it started (elsewhere: the growth of ru_maxrss, which reads 0 when an earlier stage had
@@ -41,8 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig  # noqa: E402
-from engine.pipeline import resolve_device_dtype  # noqa: E402
+from engine.devices import resolve_device_dtype  # noqa: E402
+from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig, DiTLoop  # noqa: E402
 from engine.samplers import turbo_timesteps  # noqa: E402
 
 PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
@@ -98,6 +103,28 @@ def _resident_bytes() -> int:
         return 0
 
 
+def _module_mb(module, device) -> float:
+    """MB of a module's parameters and buffers that live on `device`'s type."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors if t.device.type == device.type) / 2 ** 20
+
+
+def resident_summary(loaded, device) -> str:
+    """Per-model memory on the run device (after folding the VAE weight norm and parking the FSQ codec)."""
+    from engine.models.vae import fold_weight_norm
+
+    text, vae, dit = loaded[:3]
+    fold_weight_norm(vae.model)  # `VAE.from_folder` does this; the random full-size VAE is built directly
+    if device.type == "cuda" and not dit.codec_parked:
+        dit.park_audio_codec()
+    parts = {"DiT": _module_mb(dit, device), "text encoder": _module_mb(text.model, device),
+             "VAE": _module_mb(vae.model, device)}
+    text_out = ", ".join(f"{name} {mb:.0f} MB" for name, mb in parts.items())
+    if device.type == "cuda":
+        return f"{text_out}; torch.cuda.memory_allocated {torch.cuda.memory_allocated(device) / 2 ** 20:.0f} MB"
+    return f"{text_out}; process RSS {_resident_bytes() / 2 ** 20:.0f} MB"
+
+
 def load_tiny(device, dtype):
     from engine.models.text_encoder import TextEncoder
     from engine.models.vae import VAE
@@ -148,7 +175,8 @@ def load_full_size(device, dtype):
 
 
 @torch.no_grad()
-def run_stages(text, vae, dit, ids_caption, ids_lyrics, seconds: float, steps: int, device, dtype) -> list:
+def run_stages(text, vae, dit, ids_caption, ids_lyrics, seconds: float, steps: int, device, dtype,
+               compile: bool = False) -> list:
     meter = StageMeter(device)
     frames = max(128, int(round(seconds, 1) * 48000) // 1920)
     rows = []
@@ -164,15 +192,17 @@ def run_stages(text, vae, dit, ids_caption, ids_lyrics, seconds: float, steps: i
     src = dit.silence_latent[:, :frames]
     context = dit.context_latents(src, torch.ones_like(src), torch.zeros(1, dtype=torch.bool, device=device))
     x = torch.randn(1, frames, 64, device=device, dtype=dtype)
-    schedule = turbo_timesteps(3.0, steps).tolist() + [0.0]
+    timesteps = turbo_timesteps(3.0, steps).to(dtype)
+    schedule = timesteps.float().tolist() + [0.0]
     step_times, step_peak = [], 0.0
-    cache = None
+    loop = None
     for k in range(len(schedule) - 1):
         with meter:
-            if cache is None:
+            if loop is None:  # the engine's loop: K/V cache, RoPE, masks and modulation set up once
                 cache = dit.decoder.cross_attention_cache(enc)
-            t = torch.full((1,), schedule[k], device=device, dtype=dtype)
-            v = dit.decoder(x, t, context, cache)
+                loop = DiTLoop(dit.decoder, timesteps.to(device), frames,
+                               lambda phase, cache=cache: (cache, context), compile)
+            v = loop(x, k)
             x = x - v * (schedule[k] - schedule[k + 1])
         step_times.append(meter.seconds)
         step_peak = max(step_peak, meter.peak_mb)
@@ -233,20 +263,30 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: bf16 on cuda, fp32 on cpu)")
     parser.add_argument("--full-size", action="store_true", help="real 2B architecture with random weights")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT step (as --compile on)")
+    parser.add_argument("--low-vram", action="store_true", help="text encoder in CPU memory except while encoding")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     started = time.perf_counter()
     loaded = load_full_size(device, dtype) if args.full_size else load_tiny(device, dtype)
+    if args.low_vram:
+        loaded[0].offload_when_idle = device.type != "cpu"
+        loaded[0].model.to("cpu" if loaded[0].offload_when_idle else device)
     load_s = time.perf_counter() - started
     kind = "full-size 2B (random weights)" if args.full_size else "tiny parity weights"
     print(f"# {kind} on {device} {str(dtype).replace('torch.', '')}, {args.steps} steps, "
-          f"threads {torch.get_num_threads()}, load {load_s:.1f} s")
+          f"threads {torch.get_num_threads()}, load {load_s:.1f} s, compile {'on' if args.compile else 'off'}"
+          f"{', low-vram' if args.low_vram else ''}")
+    print(f"# resident after load: {resident_summary(loaded, device)}")
     print(f"{'request':<22} {'stage':<24} {'seconds':>10} {'peak MB':>10}")
     for seconds in args.seconds:
-        for request, stage, wall, peak in run_stages(*loaded, seconds, args.steps, device, dtype):
+        for request, stage, wall, peak in run_stages(*loaded, seconds, args.steps, device, dtype, args.compile):
             print(f"{request:<22} {stage:<24} {wall:>10.3f} {peak:>10.1f}", flush=True)
+    if device.type == "cuda":
+        print(f"# peak VRAM of the whole run: {torch.cuda.max_memory_allocated(device) / 2 ** 20:.0f} MB "
+              f"(allocated), {torch.cuda.max_memory_reserved(device) / 2 ** 20:.0f} MB (reserved)")
     if not args.full_size:
         for request, stage, wall, peak in run_repaint(args.steps, device, dtype):
             print(f"{request:<22} {stage:<24} {wall:>10.3f} {peak:>10.1f}", flush=True)

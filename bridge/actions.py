@@ -27,7 +27,8 @@ from engine.units import MAX_REGION_S, MIN_REGION_S, SAMPLE_RATE
 BASE_DIT = "acestep-v15-base"
 
 # Keys in `overrides` that steer the bridge rather than the request.
-BRIDGE_KEYS = {"region", "region_beats", "bars", "stems", "insert", "source_file", "snap", "priority"}
+BRIDGE_KEYS = {"region", "region_beats", "bars", "stems", "insert", "source_file", "snap", "priority",
+               "source_offset_s", "track_name"}  # the last two: sketch -> part (bridge/sketch.py)
 INSERT_MODES = ("replace", "add", "new_track", "none")  # add = on the selected track, nothing removed
 SNAP_MODES = ("nearest", "outward", "inward", "off")
 
@@ -113,6 +114,7 @@ class ActionPlan:
     source_file: str | None
     insert_mode: str
     priority: str = "interactive"
+    source_offset_s: float | None = None  # project time of source_file's first sample (None: the config's)
 
 
 # ------------------------------------------------------------------ checks and metas
@@ -273,7 +275,8 @@ def _plan(action: str, overrides: dict[str, Any], host: HostView, config: Any) -
             clips.append(ClipPlan(target, window.start_s, f"{action}-{stem}", new_track=True, track_name=stem))
     else:
         requests.append(base)
-        clips.append(ClipPlan(target, window.start_s, action))
+        track_name = str(overrides.get("track_name") or "")  # sketch -> part: a new track of that name
+        clips.append(ClipPlan(target, window.start_s, action, new_track=bool(track_name), track_name=track_name))
 
     for request in requests:  # validate now, before any render or upload
         probe = {k: v for k, v in request.items() if k in GenerationRequest.field_names()}
@@ -288,7 +291,7 @@ def _plan(action: str, overrides: dict[str, Any], host: HostView, config: Any) -
         raise PlanError(no_source_message(host.adapters))
     return ActionPlan(action, requests, clips, tempo_map, key, host_sr, project, span,
                       source_file if span is not None else None, insert_mode,
-                      overrides.get("priority", "interactive"))
+                      overrides.get("priority", "interactive"), overrides.get("source_offset_s"))
 
 
 def _continuation_part(region: Region, bars: Any, tempo_map: TempoMap) -> Region:

@@ -111,7 +111,8 @@ class BridgeApp:
 
     def _make_midi(self):
         from bridge.midi import MidiAdapter, MidiListener, parse_mapping
-        mappings = [parse_mapping(text, ACTION_NAMES + ("cancel",)) for text in self.config.midi_mappings]
+        actions = ACTION_NAMES + ("cancel", "sketch", "jam")  # sketch: bridge/sketch.py, jam: bridge/jam.py
+        mappings = [parse_mapping(text, actions) for text in self.config.midi_mappings]
         listener = MidiListener(self.host_state, mappings, on_action=self._midi_action)
         return MidiAdapter(listener, self.config.midi_in, self.config.midi_virtual)
 
@@ -119,7 +120,18 @@ class BridgeApp:
         if action == "cancel":
             self.cancel()
             return
+        if action == "jam":
+            threading.Thread(target=self._toggle_jam, daemon=True).start()
+            return
         threading.Thread(target=self._run_quietly, args=(action,), daemon=True).start()
+
+    def _toggle_jam(self) -> None:
+        """Start or stop jam (bridge/jam.py), from a MIDI trigger."""
+        from bridge.jam import jam_controller
+        try:
+            jam_controller(self).toggle()
+        except Exception as exc:
+            self._emit({"type": "error", "action": "jam", "action_id": None, "job_id": None, "message": str(exc)})
 
     def _run_quietly(self, action: str) -> None:
         try:
@@ -128,6 +140,8 @@ class BridgeApp:
             self._emit({"type": "error", "action": action, "action_id": None, "job_id": None, "message": str(exc)})
 
     def stop(self) -> None:
+        if getattr(self, "jam", None) is not None:  # bridge/jam.py: cancel its job, end its thread
+            self.jam.stop("the bridge stopped")
         if self.commands is not None:
             self.commands.stop()
             self.commands = None
@@ -180,6 +194,9 @@ class BridgeApp:
                    notify: Listener | None = None) -> str:
         """Start `action` (generate, repaint, continue, cover, stems, extract) on the selected
         region; returns the (first) engine job id. Raises BridgeError with a clear message."""
+        if action == "sketch":  # MIDI sketch -> part: renders the notes, then runs cover (bridge/sketch.py)
+            from bridge.sketch import run_sketch
+            return run_sketch(self, overrides, notify)
         clock = time.perf_counter()
         plan = self.plan(action, overrides)
         record = ActionRecord(id=uuid.uuid4().hex[:12], action=action)
@@ -273,10 +290,10 @@ class BridgeApp:
     # ================================================================ delivery
     def _insert(self, path: str, clip: ClipPlan, mode: str, group: str = "") -> tuple[bool, str | None, str]:
         if mode == "none":
-            return False, None, "insertion is off: drag the clip from the window"
+            return False, None, "insertion is off: drag the clip into the DAW from the clip folder"
         adapter = self._daw("can_insert")
         if adapter is None:
-            return False, None, "no DAW connected that can insert: drag the clip from the window"
+            return False, None, "no DAW connected that can insert: drag the clip into the DAW from the clip folder"
         new_track = clip.new_track or mode == "new_track"
         try:
             adapter.insert(path, clip.region.start_s, track=None, new_track=new_track,
@@ -284,7 +301,7 @@ class BridgeApp:
                            length_s=clip.region.length_s, group=group, timeout_s=self.config.insert_timeout_s)
         except AdapterError as exc:
             log.warning("insert through %s failed: %s", adapter.name, exc)
-            return False, adapter.name, f"{exc}; drag the clip from the window instead"
+            return False, adapter.name, f"{exc}; drag the clip into the DAW from the clip folder instead"
         return True, adapter.name, "inserted"
 
     # ================================================================ manual insertion

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--midi-virtual", action="store_true",
                    help="create a virtual MIDI input named --midi-in or 'ACE Companion' (macOS/Linux)")
     g.add_argument("--midi-map", action="append", default=[], metavar="MAPPING",
-                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems (repeatable)")
+                   help="trigger mapping like note:60=repaint, cc:20=generate, note:36@10=stems, note:64=jam "
+                        "(start/stop), note:65=sketch (repeatable)")
     g.add_argument("--list-midi", action="store_true", help="list MIDI inputs and exit")
     g = parser.add_argument_group("clips and requests")
     g.add_argument("--output", default=default_output_dir(),
@@ -80,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="longest model input in seconds around a region (default 240)")
     g.add_argument("--request", default=None, metavar="JSON",
                    help='default request fields, e.g. \'{"caption": "lofi hip hop", "inference_steps": 8}\'')
+    g.add_argument("--lora", default=None, metavar="NAME",
+                   help="LoRA adapter (folder in the engine's checkpoints/loras) for every request; '' = none")
+    g.add_argument("--lora-scale", type=float, default=None, metavar="S", help="LoRA strength 0-1 (default 1)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -92,6 +96,12 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
             raise ValueError(f"--request is not valid JSON: {exc.msg}") from None
         if not isinstance(defaults, dict):
             raise ValueError("--request must be a JSON object")
+    if args.lora is not None:
+        defaults["lora"] = args.lora
+    if args.lora_scale is not None:
+        if not 0.0 <= args.lora_scale <= 1.0:
+            raise ValueError(f"--lora-scale {args.lora_scale} is outside 0-1")
+        defaults["lora_scale"] = args.lora_scale
     config = BridgeConfig(
         engine_url=args.engine_url, token=args.token, host=args.host, osc_host=args.osc_host,
         osc_port=args.osc_port, reply_port=args.reply_port, reaper_listen_port=args.reaper_listen_port,
@@ -112,8 +122,15 @@ def config_from_args(args: argparse.Namespace) -> BridgeConfig:
     return config
 
 
+def quiet_http_logs(level: str) -> None:
+    """httpx logs every request (engine calls, the once-a-second BEATPOS poll) at INFO: only at debug."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level.lower() == "debug" else logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="bridge: %(levelname)s %(message)s")
+    quiet_http_logs(args.log_level)
     if args.list_midi:
         from bridge.midi import MidiUnavailable, list_inputs
         try:

@@ -5,6 +5,9 @@ Requests (UDP, default 127.0.0.1:9110):
       settings: nothing, one JSON object string ('{"caption": "lofi", "seed": 3}'), or
       key/value pairs ("caption", "lofi", "seed", 3). Bridge keys: region (use "start"/"end"
       pairs in seconds), bars (continue), stems ("drums,bass"), insert (replace/add/new_track/none).
+  /acecomp/sketch [settings]          the selected MIDI clip (or midi_path <file.mid>) -> a produced part
+  /acecomp/jam/start [settings]       jam ahead of the playhead (settings + bars, lookahead, track)
+  /acecomp/jam/stop   /acecomp/jam/prompt <caption>
   /acecomp/cancel [job_id]            cancel a job, or the latest running action
   /acecomp/insert <path> [position_s] [new_track 0|1]
   /acecomp/region <start_s> <end_s>   /acecomp/region/beats <start_qn> <end_qn>
@@ -17,6 +20,9 @@ Replies (to the sender's port, or the configured reply port):
   /acecomp/progress <job_id> <stage> <step> <total> <percent>
   /acecomp/result <job_id> <path> <position_s> <inserted 0|1> <message>
   /acecomp/done <action_id> <state>
+  /acecomp/jam/chunk <index> <start_s> <end_s> <path> <inserted 0|1>
+  /acecomp/jam/skip <from_s> <to_s>   /acecomp/jam/state <running|stopped> <message>
+  /acecomp/sketch <synth> <message>   which synth rendered a MIDI sketch (builtin: no SoundFont found)
   /acecomp/error <what> <message>
   /acecomp/ok <what>   /acecomp/status <json>   /acecomp/pong
   /acecomp/queued <action> <position>   (an action waits: at most 2 prepare at once)
@@ -124,7 +130,7 @@ class CommandServer:
         self.app = app
         self.reply_port = reply_port
         self.osc = OscEndpoint(host, port, "commands")
-        for action in ACTION_NAMES:
+        for action in ACTION_NAMES + ("sketch",):  # sketch: MIDI clip -> part (bridge/sketch.py)
             self.osc.map(f"{PREFIX}/{action}", self._action)
         handlers = {
             "cancel": self._cancel, "insert": self._insert, "region": self._region,
@@ -132,6 +138,7 @@ class CommandServer:
             "source": self._source, "project": self._project, "samplerate": self._samplerate,
             "status": self._status, "ping": self._ping,
         }
+        handlers.update({"jam/start": self._jam_start, "jam/stop": self._jam_stop, "jam/prompt": self._jam_prompt})
         for name, handler in handlers.items():
             self.osc.map(f"{PREFIX}/{name}", self._guard(name, handler))
         self.osc.on_unknown(self._unknown)
@@ -180,6 +187,8 @@ class CommandServer:
         action = address.rsplit("/", 1)[-1]
         try:
             settings = parse_settings(args)
+            if action == "sketch":
+                self._check_sketch_paths(settings)
         except OscArgumentError as exc:
             return self.error(sender, action, str(exc))
         # Preparing may render in the DAW (seconds): do it off the OSC thread so cancel still works.
@@ -206,10 +215,45 @@ class CommandServer:
                 self.reply(sender, "error", event.get("job_id") or action, event["message"])
             elif kind == "done":
                 self.reply(sender, "done", event["action_id"], event["state"])
+            elif kind == "sketch":  # which synth rendered the MIDI sketch, and why
+                self.reply(sender, "sketch", event["synth"], event["message"])
         try:
             self.app.run_action(action, settings, notify=notify)
         except Exception as exc:
             self.error(sender, action, str(exc))
+
+    # ------------------------------------------------------------- jam (bridge/jam.py)
+    def _jam_start(self, sender, *args):
+        from bridge.jam import JamError, jam_controller
+        settings = parse_settings(args)
+
+        def notify(event: dict[str, Any]) -> None:
+            kind = event["type"]
+            if kind == "jam_chunk":
+                self.reply(sender, "jam/chunk", int(event["index"]), float(event["start_s"]), float(event["end_s"]),
+                           event.get("path") or "", int(bool(event["inserted"])))
+            elif kind == "jam_skip":
+                self.reply(sender, "jam/skip", float(event["from_s"]), float(event["to_s"]))
+            elif kind == "jam_state":
+                self.reply(sender, "jam/state", event["state"], event.get("message") or "")
+        try:
+            jam_controller(self.app).start(settings, notify)
+        except JamError as exc:
+            self.error(sender, "jam/start", str(exc))
+
+    def _jam_stop(self, sender, *args):
+        from bridge.jam import jam_controller
+        if not jam_controller(self.app).stop():
+            return self.error(sender, "jam/stop", "jam is not running")
+        self.reply(sender, "ok", "jam/stop")
+
+    def _jam_prompt(self, sender, *args):
+        from bridge.jam import JamError, jam_controller
+        try:
+            jam_controller(self.app).prompt(str_arg(args, 0, "caption"))
+        except JamError as exc:
+            return self.error(sender, "jam/prompt", str(exc))
+        self.reply(sender, "ok", "jam/prompt")
 
     def _cancel(self, sender, *args):
         job_id = str_arg(args, 0, "job_id") if args else None
@@ -224,7 +268,7 @@ class CommandServer:
         new_track = bool(int_arg(args, 2, "new_track")) if len(args) > 2 else False
         inserted = self.app.insert_result(path, position, new_track)
         self.reply(sender, "ok" if inserted else "error", "insert",
-                   path if inserted else "no DAW took the clip: drag it from the window")
+                   path if inserted else "no DAW took the clip: drag it into the DAW from the clip folder")
 
     # ------------------------------------------------------------- manual host state
     def _region(self, sender, *args):
@@ -264,6 +308,19 @@ class CommandServer:
             roots.append(os.path.dirname(os.path.abspath(configured)))
         roots += [d for d in os.environ.get(SOURCE_DIRS_ENV, "").split(os.pathsep) if d.strip()]
         return roots
+
+    def _check_sketch_paths(self, settings: dict[str, Any]) -> None:
+        """A .mid file or SoundFont named over OSC must lie where a source may come from (as for
+        /acecomp/source); refused before looking, so the answer never says which files exist."""
+        from bridge.clips import is_within
+        for key in ("midi_path", "soundfont"):
+            path = settings.get(key)
+            if path is None or (key == "soundfont" and path == "none"):
+                continue
+            roots = self.source_roots()
+            if not isinstance(path, str) or not os.path.isabs(path) or not is_within(path, roots):
+                raise OscArgumentError(f"{key} {path} is outside the folders a source may come from "
+                                       f"({', '.join(roots)}; add one with ${SOURCE_DIRS_ENV})")
 
     def _source(self, sender, *args):
         from bridge.clips import is_within

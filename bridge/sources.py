@@ -63,7 +63,7 @@ class SourceFetcher:
         path = os.path.join(folder, f"context-{uuid.uuid4().hex[:10]}.wav")
         clock = time.perf_counter()
         ready, audio, version = self._source(start_s, end_s, plan.source_file, cached.version if cached else None,
-                                             path)
+                                             path, self._offset(plan))
         timings["source_s"] = time.perf_counter() - clock
         if not ready and audio is None and cached is not None:  # unchanged since the last upload: refer to it
             self._cache.move_to_end(key)
@@ -104,9 +104,13 @@ class SourceFetcher:
     # ---------------------------------------------------------------- pieces
     def _key(self, plan: ActionPlan) -> tuple:
         start_s, end_s = plan.source_span
-        where = ("file", os.path.abspath(plan.source_file), self.config.source_offset_s) if plan.source_file \
+        where = ("file", os.path.abspath(plan.source_file), self._offset(plan)) if plan.source_file \
             else ("render", self.config.render_source)
         return (*where, round(start_s, 6), round(end_s, 6))
+
+    def _offset(self, plan: ActionPlan) -> float:
+        """Project time of the source file's first sample: the plan's (a rendered sketch), else the config's."""
+        return self.config.source_offset_s if plan.source_offset_s is None else plan.source_offset_s
 
     def _remember(self, key: tuple, entry: CachedSource) -> None:
         old = self._cache.pop(key, None)
@@ -120,7 +124,8 @@ class SourceFetcher:
         self.uploads += 1
         return self.client.upload(path)
 
-    def _source(self, start_s: float, end_s: float, source_file: str | None, since: str | None, path: str):
+    def _source(self, start_s: float, end_s: float, source_file: str | None, since: str | None, path: str,
+                file_offset_s: float = 0.0):
         """Project time [start_s, end_s) at 48 kHz: (ready, audio, version). `ready`: the DAW
         rendered it at 48 kHz straight into `path`, to upload as it is; else `audio` holds it,
         or is None when the source is unchanged since version `since`."""
@@ -129,7 +134,7 @@ class SourceFetcher:
                 version = file_version(source_file)
                 if since is not None and version == since:
                     return False, None, version
-                audio = source_excerpt(source_file, start_s, end_s, ENGINE_SAMPLE_RATE, self.config.source_offset_s)
+                audio = source_excerpt(source_file, start_s, end_s, ENGINE_SAMPLE_RATE, file_offset_s)
                 return False, audio, version
             return self._rendered(start_s, end_s, since, path)
         except ClipError as exc:

@@ -26,9 +26,9 @@ import soxr
 import torch
 
 from engine.types import EngineError
+from engine.units import MAX_DURATION_S, SAMPLE_RATE
 
-SAMPLE_RATE = 48000
-MAX_SECONDS = 600.0
+MAX_SECONDS = MAX_DURATION_S
 # A file whose peak stays below this is treated as digital silence (24-bit LSB is ~1.2e-7).
 SILENCE_PEAK = 1e-6
 

@@ -9,6 +9,8 @@ Layout under the checkpoints root (default ./checkpoints, or $ACE_COMPANION_CHEC
 
     acestep-v15-turbo/      DiT: config.json, model.safetensors, silence_latent.pt
     acestep-v15-*/          other DiT variants, same files
+    acestep-v15-xl-*/       XL (4B) DiTs: config.json, model-0000N-of-0000M.safetensors shards +
+                            model.safetensors.index.json, silence_latent.pt
     vae/                    config.json, diffusion_pytorch_model.safetensors
     Qwen3-Embedding-0.6B/   text encoder: config.json, model.safetensors, tokenizer files
     acestep-5Hz-lm-*/       5 Hz LM: config.json, model.safetensors (or shards + index), tokenizer files
@@ -28,6 +30,9 @@ from typing import Iterable
 from engine.types import CheckpointError
 
 ENV_ROOT = "ACE_COMPANION_CHECKPOINTS"
+# `make-tiny-checkpoints` leaves this file in every folder it writes: the weights are random.
+TINY_MARKER = "ace-companion-tiny.json"
+TINY_WARNING = "tiny random weights: output is noise"
 
 DIT_MODELS = (
     "acestep-v15-turbo",
@@ -36,7 +41,11 @@ DIT_MODELS = (
     "acestep-v15-turbo-continuous",
     "acestep-v15-sft",
     "acestep-v15-base",
+    "acestep-v15-xl-turbo",
+    "acestep-v15-xl-sft",
+    "acestep-v15-xl-base",
 )
+XL_DIT_MODELS = tuple(name for name in DIT_MODELS if "-xl-" in name)  # 4B, sharded fp32 weights
 LM_MODELS = ("acestep-5Hz-lm-0.6B", "acestep-5Hz-lm-1.7B", "acestep-5Hz-lm-4B")
 VAE_DIR = "vae"
 TEXT_ENCODER_DIR = "Qwen3-Embedding-0.6B"
@@ -113,6 +122,10 @@ REGISTRY: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
     _sub("acestep-v15-base", "dit", int(4.79 * GB), "DiT 2B base (50 steps, CFG; lego/extract/complete)"),
     _sub("acestep-5Hz-lm-0.6B", "lm", int(1.40 * GB), "5 Hz LM planner 0.6B"),
     _sub("acestep-5Hz-lm-4B", "lm", int(8.40 * GB), "5 Hz LM planner 4B (sharded weights)"),
+    # XL repos hold fp32 weights in shards (about 9 GB in GPU memory once cast to bf16).
+    _sub("acestep-v15-xl-turbo", "dit", int(19.9 * GB), "DiT XL 4B turbo (8 steps; sharded fp32)"),
+    _sub("acestep-v15-xl-sft", "dit", int(19.9 * GB), "DiT XL 4B SFT (50 steps, CFG; sharded fp32)"),
+    _sub("acestep-v15-xl-base", "dit", int(19.9 * GB), "DiT XL 4B base (50 steps, CFG; sharded fp32)"),
 )}
 
 # What `ace-companion download` fetches with no flag: enough to render with the turbo DiT.
@@ -225,6 +238,14 @@ def weight_files(folder: str | os.PathLike, kind: str) -> list[Path]:
     return _shards_from_index(index)
 
 
+def dit_weights_path(folder: str | os.PathLike) -> Path:
+    """`model.safetensors`, or `model.safetensors.index.json` when the weights are sharded (XL)."""
+    folder = Path(folder)
+    single = folder / WEIGHTS_FILE["dit"]
+    index = folder / (WEIGHTS_FILE["dit"] + ".index.json")
+    return index if not single.is_file() and index.is_file() else single
+
+
 def _shards_from_index(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
@@ -300,11 +321,28 @@ def folder_size(folder: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def is_tiny(folder: str | os.PathLike) -> bool:
+    """True for a folder written by `make-tiny-checkpoints` (random weights, renders noise)."""
+    return (Path(folder) / TINY_MARKER).is_file()
+
+
+def tiny_in_use(root: str | os.PathLike, dit: str | None, lm: str | None = None) -> bool:
+    """Whether any folder the engine loads (DiT, VAE, text encoder, LM) holds tiny random weights."""
+    root = Path(root)
+    names = [VAE_DIR, TEXT_ENCODER_DIR] + ([dit] if dit else [])
+    if lm:
+        try:
+            names.append(lm_folder_name(lm))
+        except CheckpointError:
+            names.append(lm)
+    return any(is_tiny(root / name) for name in names)
+
+
 def describe_root(root: str | os.PathLike | None = None) -> list[dict]:
     """One entry per registry folder: what is on disk under the checkpoints root.
 
     Keys: name, kind, repo_id, description, present (the folder exists), complete (it
-    validates), size (bytes on disk), approx_size (published download size), problem
+    validates), tiny (random weights from `make-tiny-checkpoints`), size (bytes on disk), approx_size (published download size), problem
     (the validation message when present but incomplete, else None).
     """
     root = resolve_root(root)
@@ -325,6 +363,7 @@ def describe_root(root: str | os.PathLike | None = None) -> list[dict]:
             "description": spec.description,
             "present": present,
             "complete": present and problem is None,
+            "tiny": present and is_tiny(folder),
             "size": folder_size(folder),
             "approx_size": spec.approx_size,
             "problem": problem,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help)
@@ -41,13 +42,31 @@ def _top_level_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that open a window; without a display Qt would abort the process with a signal.
+WINDOW_MODULES = ("gui.launcher", "gui.cli")
+
+
+def display_problem(environ=None, platform: str | None = None) -> str | None:
+    """Why no window can open here (Linux without X11/Wayland and no QT_QPA_PLATFORM), else None."""
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux") or environ.get("QT_QPA_PLATFORM"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("ace-companion: no display (DISPLAY and WAYLAND_DISPLAY are unset), so the window cannot open; "
+            "without a window run `ace-companion engine` and `ace-companion bridge`, "
+            "or set QT_QPA_PLATFORM=offscreen")
+
+
 def _load(module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or "?"
+        extra = '".[gui]"' if missing.split(".")[0] in ("PyQt6", "sounddevice") else "."
         print(f"ace-companion: cannot start '{module_name}': missing Python module '{missing}'. "
-              f"Install the project with `pip install -e .`.", file=sys.stderr)
+              f"Install the project with `pip install -e {extra}`.", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -73,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     module = _load(module_name)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
+    if module_name in WINDOW_MODULES:
+        problem = display_problem()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

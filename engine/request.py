@@ -11,8 +11,10 @@ import dataclasses
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from engine.units import MAX_DURATION_S
 
 TASK_TYPES = ("text2music", "repaint", "cover", "lego", "extract", "complete")
 SOURCE_TASKS = ("repaint", "cover", "lego", "extract", "complete")
@@ -31,11 +33,16 @@ KEY_ACCIDENTALS = ("", "#", "b", "♯", "♭")
 KEY_MODES = ("major", "minor")
 AUDIO_FORMATS = ("wav", "flac")
 MAX_BATCH_SIZE = 8
-MAX_DURATION_S = 600.0
 BPM_RANGE = (30, 300)
 
-# Keys that describe a parity case rather than the request; accepted and ignored.
-_DESCRIPTIVE_KEYS = {"name", "notes", "derived", "oracle", "tensors", "lm_call", "result", "phases"}
+# Options upstream accepts that this engine does not implement: only the value it honours passes;
+# anything else is refused with a RequestError naming the field (HTTP 422), never silently ignored.
+HONOURED_ONLY = {
+    "infer_method": ("ode", "the SDE sampler is not implemented; use 'ode'"),
+    "sampler_mode": ("euler", "only the Euler sampler is implemented; use 'euler'"),
+    "cover_noise_strength": (0.0, "cover noise blending is not implemented; leave it at 0"),
+    "dcw_wavelet": ("haar", "only the Haar wavelet is implemented; use 'haar'"),
+}
 
 
 class RequestError(ValueError):
@@ -85,6 +92,10 @@ class GenerationRequest:
     dcw_scaler: float = 0.05
     dcw_high_scaler: float = 0.02
     dcw_wavelet: str = "haar"
+    # LoRA adapter on the DiT: a folder under checkpoints/loras/ ("" = none; None = the engine's
+    # current adapter, set with /v1/lora/load), and its strength 0-1 (None = that adapter's scale)
+    lora: str | None = None
+    lora_scale: float | None = None
     # Seeds and variants
     seed: int | None = None  # None or -1 = random
     seeds: list[int] | None = None  # one per batch item; overrides seed
@@ -94,6 +105,10 @@ class GenerationRequest:
     enable_normalization: bool = True
     normalization_db: float = -1.0
     audio_format: str = "wav"
+    # Only this part of the output, [start_s, end_s] in seconds of the full output (end -1 = its end);
+    # None = all of it. With `output_sample_rate` the cut is made at that rate, sample-exact.
+    output_region: list[float] | None = None
+    output_sample_rate: int | None = None  # None = 48000 (the model's rate); else resampled with soxr
     # The 5 Hz LM planner
     thinking: bool = False
     lm_temperature: float = 0.85
@@ -131,8 +146,6 @@ class GenerationRequest:
         for key, value in data.items():
             if key in known:
                 kwargs[key] = value
-            elif key in _DESCRIPTIVE_KEYS:
-                continue
             elif strict:
                 raise RequestError(key, "unknown field (see `GenerationRequest.field_names()`)")
         req = cls(**kwargs)
@@ -141,8 +154,7 @@ class GenerationRequest:
                 path = getattr(req, name)
                 if isinstance(path, str) and path and not os.path.isabs(path) and "://" not in path:
                     setattr(req, name, os.path.normpath(os.path.join(str(base_dir), path)))
-        req.validate()
-        return req
+        return req.ensure_valid()
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GenerationRequest":
@@ -159,9 +171,24 @@ class GenerationRequest:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "GenerationRequest":
-        new = dataclasses.replace(self, **changes)
-        new.validate()
+        return dataclasses.replace(self, **changes).ensure_valid()
+
+    def with_inputs(self, **paths: str | None) -> "GenerationRequest":
+        """A copy with `src_audio` / `reference_audio` swapped for resolved paths, still validated
+        (the service resolves `file:<id>` references after checking the request once)."""
+        unknown = set(paths) - {"src_audio", "reference_audio"}
+        if unknown:
+            raise ValueError(f"with_inputs only swaps audio inputs, not {sorted(unknown)}")
+        new = dataclasses.replace(self, **paths)
+        new._validated = getattr(self, "_validated", False)
         return new
+
+    def ensure_valid(self) -> "GenerationRequest":
+        """Validate unless this object already was (requests are validated once, at the boundary)."""
+        if not getattr(self, "_validated", False):
+            self.validate()
+            self._validated = True
+        return self
 
     def item_seeds(self) -> list[int] | None:
         """The explicit per-item seeds, or None when any item should be random."""
@@ -248,6 +275,13 @@ class GenerationRequest:
 
         if self.dit is not None:
             _check_type("dit", self.dit, str)
+        if self.lora is not None:
+            _check_type("lora", self.lora, str)
+            self.lora = self.lora.strip()
+            if "/" in self.lora or "\\" in self.lora or self.lora.startswith("."):
+                raise RequestError("lora", f"'{self.lora}' must be an adapter folder name under checkpoints/loras/")
+        if self.lora_scale is not None:
+            self.lora_scale = _in_range("lora_scale", self.lora_scale, 0.0, 1.0)
         if self.inference_steps is not None:
             self.inference_steps = _as_int("inference_steps", self.inference_steps)
             if not 1 <= self.inference_steps <= 200:
@@ -256,11 +290,11 @@ class GenerationRequest:
         self.shift = _in_range("shift", self.shift, 0.01, 20.0)
         self.cfg_interval_start = _in_range("cfg_interval_start", self.cfg_interval_start, 0.0, 1.0)
         self.cfg_interval_end = _in_range("cfg_interval_end", self.cfg_interval_end, 0.0, 1.0)
-        _check_choice("infer_method", self.infer_method, ("ode", "sde"))
-        _check_choice("sampler_mode", self.sampler_mode, ("euler", "heun"))
         self.cover_noise_strength = _in_range("cover_noise_strength", self.cover_noise_strength, 0.0, 1.0)
+        for name, (honoured, reason) in HONOURED_ONLY.items():
+            if getattr(self, name) != honoured:
+                raise RequestError(name, f"{getattr(self, name)!r} is not supported: {reason}")
         _check_choice("dcw_mode", self.dcw_mode, DCW_MODES)
-        _check_choice("dcw_wavelet", self.dcw_wavelet, ("haar",))
         for name in ("use_adg", "use_tiled_decode", "enable_normalization", "thinking", "use_cot_metas",
                      "use_cot_caption", "use_cot_language", "use_constrained_decoding"):
             _check_type(name, getattr(self, name), bool)
@@ -282,6 +316,7 @@ class GenerationRequest:
             if any(s < 0 or s >= 2 ** 63 for s in self.seeds):
                 raise RequestError("seeds", "seeds must be non-negative 64-bit integers")
         _check_choice("audio_format", self.audio_format, AUDIO_FORMATS)
+        _check_output_shape(self)
         self._check_numeric_ranges()
 
         self.lm_temperature = _in_range("lm_temperature", self.lm_temperature, 0.0, 5.0)
@@ -316,6 +351,29 @@ class GenerationRequest:
 
 
 # ---------------------------------------------------------------- small helpers
+OUTPUT_RATE_RANGE = (8000, 192000)
+
+
+def _check_output_shape(request: "GenerationRequest") -> None:
+    """`output_region`: [start_s, end_s] with 0 <= start < end (end -1 = the end); `output_sample_rate`."""
+    if request.output_region is not None:
+        region = request.output_region
+        if not isinstance(region, (list, tuple)) or len(region) != 2:
+            raise RequestError("output_region", f"expected [start_s, end_s], got {region!r}")
+        start, end = (_as_float("output_region", value) for value in region)
+        if start < 0:
+            raise RequestError("output_region", f"start {start} s is before the output's start")
+        if end >= 0 and end <= start:
+            raise RequestError("output_region", f"end {end} s is not after start {start} s")
+        request.output_region = [start, end]
+    if request.output_sample_rate is not None:
+        rate = _as_int("output_sample_rate", request.output_sample_rate)
+        if not OUTPUT_RATE_RANGE[0] <= rate <= OUTPUT_RATE_RANGE[1]:
+            raise RequestError("output_sample_rate", f"{rate} Hz is outside {OUTPUT_RATE_RANGE[0]}-"
+                                                     f"{OUTPUT_RATE_RANGE[1]} Hz")
+        request.output_sample_rate = rate
+
+
 def _check_lm_constraints(constraints: dict[str, Any]) -> None:
     """bpm / duration: [low, high] inclusive; keyscale / timesignature / language: non-empty lists."""
     for key in ("bpm", "duration"):

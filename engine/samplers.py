@@ -13,12 +13,12 @@ condition and the null condition as one batch [cond; uncond] and combines them w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from engine.regions import ramp_mask
 from engine.types import Cancelled, ProgressEvent
 
 MAX_TURBO_STEPS = 20
@@ -141,22 +141,6 @@ class RepaintSettings:
     crossfade_frames: int = 12
 
 
-def repaint_schedule(mode: str = "balanced", strength: float = 0.5) -> tuple[float, int, float]:
-    """(injection_ratio, crossfade_frames, waveform crossfade seconds) for a repaint mode (spec §8.4).
-
-    balanced: (1 - s, round(25 (1 - s)), 0.05 (1 - s)) -> (0.5, 12, 0.025) at the default s = 0.5
-    (Python's round, i.e. banker's rounding); conservative: (1, 25, 0.05); aggressive: (0, 0, 0).
-    """
-    if mode == "conservative":
-        return 1.0, 25, 0.05
-    if mode == "aggressive":
-        return 0.0, 0, 0.0
-    if mode != "balanced":
-        raise ValueError(f"unknown repaint_mode {mode!r}")
-    keep = 1.0 - strength
-    return keep, round(25 * keep), 0.05 * keep
-
-
 def repaint_inject(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, t_next: float,
                    noise: torch.Tensor) -> torch.Tensor:
     renoised = t_next * noise + (1.0 - t_next) * clean
@@ -164,9 +148,8 @@ def repaint_inject(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, t_n
 
 
 def boundary_soft_mask(mask: torch.Tensor, crossfade_frames: int) -> torch.Tensor:
-    """1 inside the region, linear ramps of `crossfade_frames` outside each edge, 0 elsewhere."""
+    """[B, T]: 1 inside each row's region, `ramp_mask` ramps of `crossfade_frames` outside its edges."""
     soft = mask.float().clone()
-    frames = mask.shape[1]
     if crossfade_frames <= 0:
         return soft
     for b in range(mask.shape[0]):
@@ -175,12 +158,7 @@ def boundary_soft_mask(mask: torch.Tensor, crossfade_frames: int) -> torch.Tenso
             continue
         inside = torch.nonzero(row).flatten()
         left, right = int(inside[0]), int(inside[-1]) + 1
-        start = max(left - crossfade_frames, 0)
-        if left > start:
-            soft[b, start:left] = torch.linspace(0, 1, left - start + 2, device=soft.device)[1:-1]
-        end = min(right + crossfade_frames, frames)
-        if end > right:
-            soft[b, right:end] = torch.linspace(1, 0, end - right + 2, device=soft.device)[1:-1]
+        soft[b] = ramp_mask(mask.shape[1], left, right, crossfade_frames).to(soft.device)
     return soft
 
 
@@ -192,6 +170,9 @@ def repaint_blend(x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, cros
 # ----------------------------------------------------------------------------- the loop
 # denoise(x [B', T, 64], t [B'] , phase) -> v. phase 0 = main conditioning, 1 = after the cover
 # switch. With CFG the sampler passes [x; x] and expects rows [cond; uncond].
+# A denoiser may also offer `prepare(timesteps [steps]) -> step(x, k, phase)`: the sampler then
+# hands it the whole schedule once (in the model dtype, on the model device) and calls `step`
+# with the step index, so per-step set-up (time embeddings, masks, RoPE) happens only once.
 Denoiser = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
@@ -233,6 +214,12 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
     batch, device, dtype = x.shape[0], x.device, x.dtype
     # Upstream keeps the schedule in the model dtype (bf16 on GPU: t = 0.953125, not 21/22).
     schedule = schedule.to(dtype).float()
+    # Device copies made once, so the loop below never waits on the host or copies per step.
+    t_device = schedule.to(device=device, dtype=dtype)
+    dt_device = (schedule[:-1].double() - schedule[1:].double()).to(device=device, dtype=dtype)
+    rows = 2 * batch if cfg else batch
+    prepare = getattr(denoise, "prepare", None)
+    step = prepare(t_device[:steps]) if prepare is not None else None
     phase = 0
     for k in range(steps):
         if cancel is not None and cancel():
@@ -241,9 +228,9 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
             phase = 1
         t_cur, t_next = schedule[k], schedule[k + 1]
         t_value = float(t_cur)
-        rows = 2 * batch if cfg else batch
-        t_tensor = t_value * torch.ones((rows,), device=device, dtype=dtype)
-        v = denoise(torch.cat([x, x]) if cfg else x, t_tensor, phase)
+        t_tensor = t_device[k].expand(rows)
+        x_in = torch.cat([x, x]) if cfg else x
+        v = step(x_in, k, phase) if step is not None else denoise(x_in, t_tensor, phase)
         if trace is not None:
             trace["sampler_xt"].append(x.detach().clone())
             trace["sampler_t"].append(t_cur.clone())
@@ -258,9 +245,8 @@ def sample(denoise: Denoiser, noise: torch.Tensor, settings: SamplerSettings,
                     v = apg(v_cond, v_uncond, settings.guidance_scale)
             else:
                 v = v_cond
-        dt = float(t_cur) - float(t_next)
         x_prev = x
-        x = x - v * (dt * torch.ones((batch, 1, 1), device=device, dtype=dtype))
+        x = x - v * dt_device[k]
         if settings.dcw is not None:
             x0_hat = x_prev - v * t_tensor[:batch, None, None]
             x = dcw_correct(x, x0_hat, t_value, settings.dcw)

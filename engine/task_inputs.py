@@ -28,13 +28,11 @@ from typing import Callable
 
 import torch
 
-from engine.audio_io import SAMPLE_RATE, load_audio, reference_montage
-from engine.regions import (
-    HOP, RegionPlan, check_region_length, frame_range, pad_source, plan_region,
-)
+from engine.audio_io import load_audio, reference_montage
+from engine.regions import check_region_length, frame_range, pad_source
 from engine.request import TRACK_NAMES, GenerationRequest, RequestError
+from engine.units import HOP_SAMPLES, MIN_FRAMES, SAMPLE_RATE, RegionPlan, plan_region
 
-MIN_FRAMES = 128          # upstream raises every latent sequence to >= 128 frames (5.12 s)
 REFERENCE_FRAMES = 750    # 30 s timbre reference at 25 Hz
 MAX_AUDIO_CODE = 63999
 
@@ -137,11 +135,11 @@ def prepare_source(request: GenerationRequest, encode: EncodeFn, decode_codes: D
     region = None
     if task in ("repaint", "lego"):
         region = plan_region(request.repainting_start, request.repainting_end, source_samples)
-        if region.length_s <= 0 or (task == "repaint" and enforce_region_limits):
-            check_region_length(region, source_seconds)
+        check_region_length(region, source_seconds, enforce_limits=task == "repaint" and enforce_region_limits)
         wave = pad_source(wave, region)
-    if wave.shape[-1] < HOP:
-        raise RequestError("src_audio", f"the source is {wave.shape[-1]} samples long; at least {HOP} are needed")
+    if wave.shape[-1] < HOP_SAMPLES:
+        raise RequestError("src_audio", f"the source is {wave.shape[-1]} samples long; "
+                                        f"at least {HOP_SAMPLES} are needed")
 
     latents = encode(wave)
     if latents.dim() == 3:

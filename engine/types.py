@@ -61,3 +61,9 @@ class GenerationOutput:
     lm_plan: dict[str, Any] | None = None
     dump: dict[str, Any] | None = None
     models: dict[str, str] = field(default_factory=dict)
+    # What the run cost (see `engine.pipeline.Work`): encoded/decoded frames, DiT tokens and steps,
+    # the decoder's receptive field and the cache outcomes. None from pipelines that do not count.
+    work: dict[str, Any] | None = None
+    # The whole take (48 kHz) when `audio` is only part of it (`output_region` / `output_sample_rate`);
+    # the service keeps it as a file so the next chunk can name it as its source.
+    full_audio: list[Any] | None = None

@@ -9,6 +9,26 @@ from PyQt6.QtCore import QObject, QTimer, pyqtSignal
 from gui.tasks import TaskRunner
 
 HOST_ADAPTERS = ("reaper", "ableton", "midi")
+# The UDP ports the bridge listens on: part -> (Settings field, what the port is for)
+LISTEN_PORTS = {
+    "commands": ("osc_command_port", "the bridge's OSC command port"),
+    "reaper": ("reaper_listen_port", "REAPER's OSC feedback port"),
+    "ableton": ("ableton_listen_port", "the AbletonOSC reply port"),
+}
+_IN_USE = ("address already in use", "errno 98", "errno 48", "errno 10048", "only one usage of each socket")
+
+
+def port_in_use(error: str) -> bool:
+    return any(words in error.lower() for words in _IN_USE)
+
+
+def explain_port_clash(part: str, settings: Any) -> str:
+    """What to tell the musician when a bridge port is taken: which port, and what to do."""
+    field, meaning = LISTEN_PORTS[part]
+    port = getattr(settings, field)
+    return (f"DAW bridge: UDP port {port} ({meaning}) is in use by another program, probably another "
+            f"ace-companion or `ace-companion bridge`. Close that program, or choose another port in "
+            f"File > Settings (and the same one in the DAW's OSC setup), then restart ACE Companion.")
 
 
 class BridgeLink(QObject):

@@ -12,14 +12,15 @@ FINAL_STATES = ("done", "failed", "cancelled")
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1   # int 0..100, or -1 for "busy, no step count"
 JOB_ID_ROLE = Qt.ItemDataRole.UserRole + 2
 
+# Short enough to fit a progress bar with its step count ("decoding 1/1").
 STAGE_WORDS = {
-    "load": "loading models",
-    "lm_cot": "planning (LM)",
-    "lm_codes": "planning audio codes (LM)",
-    "encode_text": "encoding text",
-    "encode_audio": "encoding audio",
+    "load": "loading",
+    "lm_cot": "planning",
+    "lm_codes": "LM codes",
+    "encode_text": "text",
+    "encode_audio": "encoding",
     "diffusion": "diffusion",
-    "decode": "decoding audio",
+    "decode": "decoding",
     "postprocess": "finishing",
 }
 
@@ -55,7 +56,7 @@ class JobRow:
 
     def progress_text(self) -> str:
         if self.state == "queued":
-            return f"waiting (#{self.queue_position} in line)" if self.queue_position else "waiting"
+            return f"waiting, #{self.queue_position}" if self.queue_position else "waiting"
         if self.state == "running":
             words = STAGE_WORDS.get(self.stage, self.stage or "starting")
             return f"{words} {self.step}/{self.total}" if self.total > 0 else words
@@ -118,6 +119,7 @@ def _int(value: Any, default: int) -> int:
 
 class JobsModel(QAbstractTableModel):
     COLUMNS = ("Job", "Task", "State", "Progress", "Details")
+    STATE_COLUMN = 2
     PROGRESS_COLUMN = 3
 
     def __init__(self, parent=None):
@@ -204,5 +206,5 @@ def _task_label(row: JobRow) -> str:
     if track:
         label += f" ({track})"
     if row.autogen:
-        label += " ∞"
+        label += " (auto)"
     return label

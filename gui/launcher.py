@@ -1,7 +1,8 @@
 """`ace-companion` with no command: start the engine (if needed) and the bridge, open the window.
 
-The engine is started as a subprocess unless one already answers /health at the configured URL
-or --engine-url is given. Whatever the launcher started is stopped when the window closes.
+The engine is started as a subprocess (engine.process.EngineProcess) unless one already answers
+/health at the configured URL or --engine-url is given; the window restarts it if it dies. Whatever
+the launcher started is stopped when the window closes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from urllib.parse import urlparse
 
 from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
                      quit_on_signals)
-from gui.engine_process import EngineProcess
+from engine.process import EngineProcess
+from gui.bridge_link import explain_port_clash, port_in_use
+from gui.tasks import describe_error
 from gui.settings import Settings, default_config_dir, load_settings
 
 
@@ -89,11 +92,16 @@ def start_bridge(settings: Settings, client):
         from bridge.app import BridgeApp
     except ImportError as exc:
         return None, f"DAW bridge not available ({exc}); drag results into the DAW instead."
+    bridge = None
     try:
         bridge = BridgeApp(bridge_config(settings), client)
         bridge.start()
     except Exception as exc:  # a bad setting or a port in use: the window still opens, without the bridge
-        return None, f"DAW bridge did not start: {exc}"
+        if bridge is not None:
+            bridge.stop()
+        if isinstance(exc, OSError) and port_in_use(str(exc)):
+            return None, explain_port_clash("commands", settings)
+        return None, f"DAW bridge did not start: {describe_error(exc)}"
     return bridge, ""
 
 
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if engine is not None:
             window.watch_engine_process(engine)
         if bridge_problem:
-            window.show_error(bridge_problem)
+            window.show_bridge_problem(bridge_problem)
         window.show()
         return app.exec()
     finally:

@@ -13,6 +13,8 @@ from engine.request import (TIME_SIGNATURES, GenerationRequest, RequestError, is
                             normalize_timesignature)
 
 CONTINUE_DEFAULT_S = 10.0
+# A new take without a duration and without a DAW selection: shown in the form, never a silent 120 s.
+DEFAULT_DURATION_S = 30.0
 
 # LM constraint field -> request field it stands for
 LM_FIELDS = {
@@ -47,7 +49,7 @@ class PromptValues:
     caption: str = ""
     lyrics: str = "[Instrumental]"
     vocal_language: str = "unknown"
-    duration: float = 0.0          # 0 = from the selection, else the engine's default
+    duration: float = 0.0          # 0 = from the selection, else DEFAULT_DURATION_S
     dit: str | None = None
     inference_steps: int = 0       # 0 = the model's default (8 turbo, 50 base/sft)
     shift: float = 3.0
@@ -65,6 +67,8 @@ class PromptValues:
     thinking: bool = False         # use the 5 Hz LM planner
     lm_modes: dict[str, str] = field(default_factory=dict)       # field -> known | free | candidates
     lm_candidates: dict[str, str] = field(default_factory=dict)  # field -> text typed by the user
+    lora: str | None = None           # None = the engine's default adapter, "" = none
+    lora_scale: float | None = None
 
 
 def parse_candidates(name: str, text: str) -> list[Any]:
@@ -99,7 +103,7 @@ def _metas(values: PromptValues, host: HostValues, action: str) -> tuple[dict[st
     """Request fields for the metas and the LM constraints, after the known/free/candidates modes."""
     duration = values.duration if values.duration > 0 else None
     if duration is None and action == "generate":
-        duration = host.selection_length()
+        duration = host.selection_length() or DEFAULT_DURATION_S
     fields: dict[str, Any] = {
         "bpm": int(round(host.bpm)) if host.bpm else None,
         "keyscale": host.keyscale or "",
@@ -147,6 +151,10 @@ def prompt_fields(action: str, values: PromptValues, host: HostValues) -> dict[s
         fields["dit"] = values.dit
     elif ACTION_SPECS[action].base_dit:
         fields["dit"] = BASE_DIT  # a turbo DiT cannot do stems; the engine switches for this job
+    if values.lora is not None:
+        fields["lora"] = values.lora
+    if values.lora_scale is not None:
+        fields["lora_scale"] = values.lora_scale
     if values.reference_audio.strip():
         fields["reference_audio"] = values.reference_audio.strip()
     if action == "extract":

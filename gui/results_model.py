@@ -30,8 +30,8 @@ class ResultItem:
 
     def label(self) -> str:
         seed = "random" if self.seed is None else str(self.seed)
-        return (f"{self.task} · job {self.job_id[:8]} · variant {self.index + 1} · seed {seed} · "
-                f"{self.duration:.1f} s")
+        return (f"Variant {self.index + 1} · {self.task} · {self.duration:.1f} s · seed {seed} · "
+                f"job {self.job_id[:8]}")
 
 
 def region_of(request: dict[str, Any], duration: float) -> tuple[float, float] | None:

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None, help="bearer token of the engine")
     parser.add_argument("--checkpoints", metavar="DIR", default=None,
                         help="start a temporary engine on these checkpoints (e.g. tests/data/parity/checkpoints)")
-    parser.add_argument("--size", default="1280x860", help="window size WIDTHxHEIGHT (default 1280x860)")
+    parser.add_argument("--size", default="1280x800", help="window size WIDTHxHEIGHT (default 1280x800)")
     parser.add_argument("--demo", action="store_true",
                         help="simulate a DAW session and render one short clip before the picture")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the engine (default 180)")
@@ -40,7 +40,7 @@ def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"ace-companion screenshot: --size '{text}' is not WIDTHxHEIGHT, e.g. 1280x860") from None
+        raise SystemExit(f"ace-companion screenshot: --size '{text}' is not WIDTHxHEIGHT, e.g. 1280x800") from None
     if not (320 <= width <= 8000 and 240 <= height <= 8000):
         raise SystemExit(f"ace-companion screenshot: --size {width}x{height} is outside 320x240..8000x8000")
     return width, height
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from gui.app import make_application, make_client
     from gui.engine_link import wait_until
-    from gui.engine_process import EngineProcess
+    from engine.process import EngineProcess
     from gui.settings import Settings
 
     app = make_application()
@@ -107,5 +107,7 @@ def _run_demo(window, app, timeout_s: float) -> None:
     if not finished:
         print("screenshot: the demo job did not finish in time", file=sys.stderr)
         return
+    window.results_panel.list.setCurrentIndex(window.results_model.index(1))
+    window.results_panel.mark("B")
     window.results_panel.list.setCurrentIndex(window.results_model.index(0))
     window.results_panel.mark("A")

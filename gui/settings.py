@@ -31,7 +31,10 @@ def default_config_dir() -> Path:
 
 
 def default_output_dir() -> Path:
-    return Path.home() / "Music" / "ACE Companion"
+    """The bridge's clip folder (~/ACE-Companion/clips): one folder for the window and the bridge,
+    and inside ~/ACE-Companion, where Ableton's insert script accepts files."""
+    from bridge.config import default_output_dir as bridge_default
+    return Path(bridge_default())
 
 
 @dataclass

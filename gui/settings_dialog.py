@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                             QLineEdit, QSpinBox, QToolButton, QWidget)
+from PyQt6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QGroupBox,
+                             QHBoxLayout, QLineEdit, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from gui.settings import Settings
+from gui.theme import icon
 
 HOST_CHOICES = ("auto", "reaper", "ableton", "midi")
 PORT_FIELDS = (  # Settings field, label; the bridge needs a restart to use new ports
@@ -24,8 +25,8 @@ class SettingsDialog(QDialog):
                  parent=None):
         super().__init__(parent)
         self.setWindowTitle("Settings")
+        self.setMinimumWidth(620)
         self._original = settings
-        form = QFormLayout(self)
         self.engine_url = QLineEdit(settings.engine_url)
         self.engine_token = QLineEdit(settings.engine_token)
         self.engine_token.setEchoMode(QLineEdit.EchoMode.Password)
@@ -36,8 +37,11 @@ class SettingsDialog(QDialog):
         self.host.setCurrentText(settings.host)
         self.midi_in = _editable_combo(midi_ports or [], settings.midi_in_port)
         self.output_dir = QLineEdit(settings.output_dir)
+        self.output_dir.setMinimumWidth(380)
+        self.output_dir.setToolTip(settings.output_dir)
         browse = QToolButton()
-        browse.setText("…")
+        browse.setIcon(icon("browse"))
+        browse.setToolTip("Choose the folder")
         browse.clicked.connect(self._browse)
         output_row = QHBoxLayout()
         output_row.setContentsMargins(0, 0, 0, 0)
@@ -51,18 +55,29 @@ class SettingsDialog(QDialog):
         self.audio_device.setCurrentText(settings.audio_device or "system default")
         self.audio_device.setEnabled(bool(audio_devices))
 
-        form.addRow("Engine URL", self.engine_url)
-        form.addRow("Engine token", self.engine_token)
-        form.addRow("DAW", self.host)
+        for combo in (self.host, self.midi_in, self.audio_device):
+            combo.setMinimumWidth(240)
+        self.midi_in.lineEdit().setPlaceholderText("none (type or pick an input)")
+        engine_box, engine_form = _section("Engine")
+        engine_form.addRow("URL", self.engine_url)
+        engine_form.addRow("Token", self.engine_token)
+        bridge_box, bridge_form = _section("DAW bridge (new ports apply at the next start)")
+        bridge_form.addRow("DAW", self.host)
         for name, title in PORT_FIELDS:
-            form.addRow(title, self.ports[name])
-        form.addRow("MIDI in", self.midi_in)
-        form.addRow("Output folder", output)
-        form.addRow("Audio output", self.audio_device)
+            bridge_form.addRow(title, self.ports[name])
+        bridge_form.addRow("MIDI in", self.midi_in)
+        files_box, files_form = _section("Files and audio")
+        files_form.addRow("Clip folder", output)
+        files_form.addRow("Audio output", self.audio_device)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(14, 10, 14, 12)
+        layout.setSpacing(10)
+        for box in (engine_box, bridge_box, files_box):
+            layout.addWidget(box)
+        layout.addWidget(buttons)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.output_dir.text())
@@ -96,3 +111,12 @@ def _editable_combo(items: list[str], current: str) -> QComboBox:
     combo.addItems(items)
     combo.setCurrentText(current)
     return combo
+
+
+def _section(title: str) -> tuple[QGroupBox, QFormLayout]:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    form.setHorizontalSpacing(14)
+    form.setVerticalSpacing(8)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+    return box, form

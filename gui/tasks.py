@@ -8,6 +8,7 @@ Either way `on_done(result)` / `on_error(exc)` run on the UI thread through a qu
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from typing import Any, Callable
 
@@ -105,15 +106,35 @@ class TaskRunner(QObject):
 
 
 def describe_error(exc: BaseException) -> str:
-    """One plain sentence for an exception from the engine client or a file operation."""
+    """One plain sentence for an exception from the engine client or a file operation.
+
+    No exception class names or errno numbers reach the musician: "ConnectError: [Errno 111]
+    Connection refused" becomes "The engine at ... is not answering ...".
+    """
     kind = type(exc).__name__
     text = str(exc).strip() or kind
-    if kind == "EngineUnavailable":
-        return f"Engine not reachable: {text}"
+    if kind == "EngineUnavailable" or isinstance(exc, ConnectionError):
+        match = re.search(r"engine at (\S+)", text)
+        where = f" at {match.group(1)}" if match else ""
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            return f"The engine{where} did not answer in time; it may be busy loading models."
+        return f"The engine{where} is not answering: it is not running, still starting, or the address is wrong."
     if kind == "EngineHTTPError":
         status = getattr(exc, "status", None)
-        message = getattr(exc, "message", None) or text
-        return f"Engine refused the request ({status}): {message}" if status else f"Engine error: {message}"
+        message = _plain(getattr(exc, "message", None) or text)
+        if status == 401:
+            return "The engine wants a token: set it in File > Settings (the engine's --token)."
+        return f"The engine refused the request: {message}" if status else f"Engine error: {message}"
     if isinstance(exc, OSError):
-        return f"File error: {text}"
-    return text.splitlines()[0]
+        reason = exc.strerror or _plain(text)
+        name = exc.filename
+        return f"{name}: {reason}" if name else f"File problem: {reason}"
+    return _plain(text)
+
+
+def _plain(text: str) -> str:
+    """First line, without a leading `SomeError:` class name or an `[Errno N]` code."""
+    line = text.strip().splitlines()[0] if text.strip() else text
+    line = re.sub(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Unavailable)):\s*", "", line)
+    line = re.sub(r"\[Errno -?\d+\]\s*", "", line)
+    return line.strip() or "something went wrong"

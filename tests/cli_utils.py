@@ -55,14 +55,16 @@ def models_from(pipeline):
     (switched to the DiT and LM asked for) instead of loading the models again; the pipeline's
     state is put back afterwards. For CLI tests about the command, not about loading: the
     session's pipeline has already encoded the audio they use."""
-    from engine.pipeline import DEFAULT_DIT, Pipeline, resolve_device_dtype
+    from engine.checkpoints import resolve_root
+    from engine.devices import resolve_device_dtype
+    from engine.pipeline import DEFAULT_DIT, Pipeline
     from tests.conftest import restored
 
-    def from_checkpoints(root, dit=DEFAULT_DIT, lm=None, device=None, dtype=None):
-        from engine.checkpoints import resolve_root
-
+    def from_checkpoints(root, dit=DEFAULT_DIT, lm=None, device=None, dtype=None, compile="off", low_vram=None,
+                         warm_up_s=()):
         assert resolve_root(root).resolve() == Path(pipeline.root).resolve(), root
         assert resolve_device_dtype(device, dtype) == (pipeline.device, pipeline.dtype)
+        assert compile in ("auto", "off", False) and not low_vram  # "auto" is off on the CPU
         pipeline.load_dit(dit)
         pipeline.load_lm(lm)
         return pipeline

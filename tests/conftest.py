@@ -64,9 +64,10 @@ class EncoderMemo:
     """Wraps a `VAE`'s single-window encode so each distinct window runs through the network once.
 
     The key is the window's exact samples (shape, dtype and a hash of the bytes), so a window is
-    reused only when it is bit-identical; tiling, padding and everything above still run every
-    time. The parity cases, the task tests and the flows encode the same source and timbre
-    montage again and again; this keeps that to one encoder pass per distinct window.
+    reused only when it is bit-identical; tiling, padding, the engine's source cache and everything
+    above still run every time. The parity cases, the task tests and the flows encode the same
+    source and timbre montage again and again (the montage never goes through the source cache);
+    this keeps that to one encoder pass per distinct window.
     """
 
     def __init__(self, vae):
@@ -84,16 +85,20 @@ class EncoderMemo:
 
 @contextlib.contextmanager
 def restored(pipeline):
-    """Put back the pipeline's DiT, LM and region-limit switch when the block ends."""
-    dit, lm, limits = pipeline.dit_name, pipeline.lm_name, pipeline.enforce_region_limits
+    """Put back the pipeline's DiT (active and default), LM, region-limit and fast-path switches
+    when the block ends. Its caches stay: sharing them is the point."""
+    dit, default, lm = pipeline.dit_name, pipeline.default_dit, pipeline.lm_name
+    limits, fast_path = pipeline.enforce_region_limits, pipeline.fast_path
     try:
         yield pipeline
     finally:
-        pipeline.enforce_region_limits = limits
+        pipeline.enforce_region_limits, pipeline.fast_path = limits, fast_path
         if pipeline.lm_name != lm:
             pipeline.load_lm(lm)
+        if pipeline.default_dit != default:
+            pipeline.load_dit(default)
         if pipeline.dit_name != dit:
-            pipeline.load_dit(dit)
+            pipeline.load_dit(dit, default=False)
 
 
 @contextlib.contextmanager
@@ -129,9 +134,9 @@ def pipeline(shared_pipeline):
 def shared_engine(shared_pipeline, tmp_path_factory):
     """The engine HTTP service (EngineService + FastAPI + uvicorn) on loopback, in this process,
     over the session pipeline. Tests that are about the engine process itself start their own."""
-    from tests.gui_helpers import InProcessEngine
+    from engine.service.threaded import InProcessEngine
 
-    server = InProcessEngine(tmp_path_factory.mktemp("engine-results"), pipeline=shared_pipeline).start()
+    server = InProcessEngine(tmp_path_factory.mktemp("engine-results"), shared_pipeline).start()
     yield server
     server.stop()
 

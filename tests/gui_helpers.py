@@ -1,20 +1,17 @@
-"""Shared helpers for the control-window tests: a Qt application, waiting, and an engine on loopback.
+"""Shared helpers for the control-window tests: a Qt application, waiting, and pipelines for an engine.
 
-The engine is the real service (`EngineService` + FastAPI app + uvicorn) on a free loopback port,
-over the pipeline it is given: the session's real one (`tests.conftest.shared_engine`), or
-`StandInPipeline` (a sine generator with real progress and cancel) where the model does not matter.
+The engine on loopback is `engine.service.threaded.InProcessEngine` (the real service, FastAPI
+app and uvicorn in a thread) over the session's pipeline (`engine` in tests/conftest.py) or, where
+the model does not matter, `StandInPipeline` (a sine generator with real progress and cancel).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from gui.engine_process import free_port
 
 PARITY_CHECKPOINTS = Path(__file__).parent / "data" / "parity" / "checkpoints"
 
@@ -76,48 +73,6 @@ class StandInPipeline:
         tone = 0.3 * np.sin(np.arange(length) * 2 * np.pi * 220 / rate).astype(np.float32)
         audio = [np.stack([tone, tone]) for _ in seeds]
         return GenerationOutput(audio=audio, sample_rate=rate, seeds=seeds, request=request.to_dict())
-
-
-class InProcessEngine:
-    """The engine HTTP service in a background thread; `stop()` and `start()` again on the same port."""
-
-    def __init__(self, results_dir: Path, pipeline, port: int | None = None):
-        self.results_dir = results_dir
-        self.pipeline = pipeline
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.service = None
-        self._server = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> InProcessEngine:
-        import uvicorn
-
-        from engine.service.app import create_app
-        from engine.service.core import EngineService
-
-        self.service = EngineService(self.pipeline, results_dir=self.results_dir, log=lambda line: None)
-        app = create_app(self.service, token=None)
-        self.service.start()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not self._server.started:
-            raise RuntimeError("the in-process engine did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-            self._server = None
-        if self.service is not None:
-            self.service.stop()
-            self.service = None
 
 
 def make_fake_daw():

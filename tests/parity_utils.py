@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from engine.request import GenerationRequest
 from tests.conftest import PARITY
 
 CASES_DIR = PARITY / "cases"
@@ -16,6 +17,32 @@ CHECKPOINTS = PARITY / "checkpoints"
 # README acceptance: exact for ids/masks/shapes, max|err|/RMS < 1e-4 latents/states, < 2e-4 audio.
 LATENT_TOLERANCE = 1e-4
 AUDIO_TOLERANCE = 2e-4
+
+
+# Keys of a case file that describe the case rather than the request (not part of the request schema).
+CASE_ONLY_KEYS = {"name", "notes", "derived", "oracle", "tensors", "lm_call", "result", "phases"}
+
+
+def case_request_fields(path: Path) -> dict:
+    """The request part of a case file, with its relative audio paths made absolute."""
+    case = json.loads(Path(path).read_text(encoding="utf-8"))
+    fields = {key: value for key, value in case.items() if key not in CASE_ONLY_KEYS}
+    for name in ("src_audio", "reference_audio"):
+        if fields.get(name):
+            fields[name] = str((Path(path).parent / fields[name]).resolve())
+    return fields
+
+
+def case_request(path: Path) -> GenerationRequest:
+    """A case file as a validated `GenerationRequest` (what the engine's schema sees)."""
+    return GenerationRequest.from_dict(case_request_fields(path))
+
+
+def write_case_request(path: Path, folder: Path) -> Path:
+    """Write the request part of a case file to `folder` (for the render CLI) and return its path."""
+    out = Path(folder) / f"{Path(path).stem}.request.json"
+    out.write_text(json.dumps(case_request_fields(path)), encoding="utf-8")
+    return out
 
 
 def load_case(name: str) -> tuple[dict, dict[str, torch.Tensor], Path]:

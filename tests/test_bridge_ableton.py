@@ -15,7 +15,9 @@ from bridge.ableton.AceCompanion.insert_server import (
 from bridge.ableton.adapter import AbletonAdapter, key_from_live
 from bridge.adapters import AdapterError
 from bridge.host_state import HostState
-from tests.bridge_support import FakeSong, SimulatedAbletonOSC, free_udp_port, osc_bytes, wait_until
+from simulators import wait_for
+from simulators.ableton import FakeSong, SimulatedAbletonOSC
+from simulators.osc import free_udp_port, osc_bytes
 
 
 def test_key_from_live():
@@ -112,7 +114,7 @@ def live(tmp_path):
     adapter = AbletonAdapter(state, send_port=sim.port, listen_port=listen, insert_port=sim.insert_port, ping_s=0.2)
     adapter.start()
     try:
-        wait_until(lambda: adapter.status()["connected"] and all(
+        wait_for(lambda: adapter.status()["connected"] and all(
             state.get(name) is not None for name in ("key", "selected_track", "meter", "tempo", "region_qn")))
         yield sim, adapter, state
     finally:
@@ -128,11 +130,11 @@ def test_state_from_abletonosc(live):
     assert region.start_s == pytest.approx(3.75) and region.end_s == pytest.approx(18.75)
     assert {"tempo", "loop_start", "loop_length", "root_note", "scale_name"} <= sim.listening
     sim.set("tempo", 120.0)
-    wait_until(lambda: state.get("tempo") == 120.0)
+    wait_for(lambda: state.get("tempo") == 120.0)
     assert state.region().start_s == pytest.approx(3.0)  # the loop brace is in beats: it follows the tempo
     sim.set("is_playing", 1)
-    wait_until(lambda: state.get("playing") is True)
-    wait_until(lambda: adapter.status()["insert_script"])
+    wait_for(lambda: state.get("playing") is True)
+    wait_for(lambda: adapter.status()["insert_script"])
 
 
 def test_malformed_abletonosc_values_are_ignored(live):
@@ -140,7 +142,7 @@ def test_malformed_abletonosc_values_are_ignored(live):
     sim.set("tempo", float("nan"))
     sim.set("loop_length", -4.0)
     sim.set("scale_name", 5)
-    wait_until(lambda: adapter.errors >= 3)
+    wait_for(lambda: adapter.errors >= 3)
     assert state.get("tempo") == 96.0 and state.region().start_s == pytest.approx(3.75)
 
 
@@ -162,7 +164,7 @@ def test_missing_remote_script_times_out_clearly(tmp_path):
     adapter = AbletonAdapter(state, send_port=sim.port, listen_port=listen, insert_port=free_udp_port(), ping_s=0.2)
     adapter.start()
     try:
-        wait_until(lambda: state.get("tempo") is not None)
+        wait_for(lambda: state.get("tempo") is not None)
         with pytest.raises(AdapterError, match="Remote Script did not answer"):
             adapter.insert(str(tmp_path / "x.wav"), 0.0, timeout_s=0.3)
     finally:

@@ -17,7 +17,10 @@ import pytest
 
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
-from tests.bridge_support import SimulatedAbletonOSC, SimulatedReaper, free_udp_port, timecode, wait_until
+from simulators import wait_for
+from simulators.ableton import SimulatedAbletonOSC
+from simulators.osc import free_udp_port
+from simulators.reaper import SimulatedReaper, timecode
 from tests.test_bridge_flows import BAR_S, HOST_SR, _check_clip
 
 pytestmark = pytest.mark.slow
@@ -40,7 +43,7 @@ def flow(engine, tmp_path):
     reaper = SimulatedReaper(config.reaper_mailbox, app.adapters["reaper"].listen_port, HOST_SR)
     reaper.set_tempo(96, 3, 4)
     reaper.select(*REGION)
-    wait_until(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4)
+    wait_for(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4)
                and app.host_state.get("sample_rate") == HOST_SR)
     try:
         yield app, reaper
@@ -99,10 +102,10 @@ def test_real_engine_ableton_repaint_inserted_by_remote_script(engine, tmp_path)
     app = BridgeApp(config)
     app.start()
     try:
-        wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+        wait_for(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
                    and app.host_state.get("meter") == (3, 4))
         live.set("tempo", 96.0)
-        wait_until(lambda: app.host_state.get("tempo") == 96.0)
+        wait_for(lambda: app.host_state.get("tempo") == 96.0)
         _run(app, "repaint")
         inserted = [c for t in live.song.tracks for c in t.arrangement_clips]
         assert len(inserted) == 1

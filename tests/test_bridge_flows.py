@@ -8,17 +8,11 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from bridge.wavchunks import read_wav
-from tests.bridge_support import (
-    MARK_HZ,
-    WAKE_ACTION,
-    OscPeer,
-    SimulatedAbletonOSC,
-    SimulatedReaper,
-    echo_engine,
-    free_udp_port,
-    timecode,
-    wait_until,
-)
+from simulators import wait_for
+from simulators.ableton import SimulatedAbletonOSC
+from simulators.osc import OscPeer, free_udp_port
+from simulators.pipelines import MARK_HZ, echo_engine
+from simulators.reaper import WAKE_ACTION, SimulatedReaper, timecode
 
 HOST_SR = 44100
 BAR_S = 3 * 60 / 96  # one 3/4 bar at 96 BPM = 1.875 s
@@ -60,7 +54,7 @@ def reaper_flow(tmp_path):
         app, reaper = start_reaper_bridge(tmp_path, engine)
         reaper.set_tempo(96, 3, 4)
         reaper.select(*REGION)
-        wait_until(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR
+        wait_for(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR
                    and app.host_state.get("meter") == (3, 4))
         client = OscPeer()
         try:
@@ -110,7 +104,7 @@ def test_reaper_repaint_eight_bars_of_three_four(reaper_flow):
 def test_reaper_repaint_after_removing_the_time_selection_is_refused(reaper_flow):
     app, reaper, client, engine = reaper_flow
     reaper.clear_selection()
-    wait_until(lambda: app.host_state.region() is None)
+    wait_for(lambda: app.host_state.region() is None)
     client.send(app.commands.port, "/acecomp/repaint")
     error = client.wait_for("/acecomp/error")
     assert error[0] == "repaint" and "no region selected" in error[1]
@@ -196,7 +190,7 @@ def test_ableton_repaint_from_source_file_inserted_by_remote_script(tmp_path):
         app = BridgeApp(config)
         app.start()
         try:
-            wait_until(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
+            wait_for(lambda: app.adapters_status()["ableton"]["connected"] and app.host_state.region() is not None
                        and app.host_state.get("key") == "A minor" and app.host_state.get("meter") is not None)
             assert app.host_state.get("meter") == (3, 4)
             live.set("tempo", 96.0)  # pushed by the listener
@@ -227,7 +221,7 @@ def test_reaper_gone_at_insert_time_offers_the_clip_for_dragging(reaper_flow):
 
 
 def test_cancel_over_osc_stops_the_running_action(tmp_path):
-    from tests.bridge_support import EchoPipeline
+    from simulators.pipelines import EchoPipeline
     with echo_engine(tmp_path, EchoPipeline(steps=200, step_s=0.05)) as engine:
         config = BridgeConfig(engine_url=engine.url, host="none", osc_port=0, output_dir=str(tmp_path / "clips"))
         app = BridgeApp(config)
@@ -237,7 +231,7 @@ def test_cancel_over_osc_stops_the_running_action(tmp_path):
             for address, args in (("/acecomp/tempo", (96.0,)), ("/acecomp/meter", (3, 4)),
                                   ("/acecomp/region", REGION)):
                 client.send(app.commands.port, address, *args)
-            wait_until(lambda: len(client.all("/acecomp/ok")) == 3)
+            wait_for(lambda: len(client.all("/acecomp/ok")) == 3)
             client.send(app.commands.port, "/acecomp/generate")
             job_id = client.wait_for("/acecomp/job")[1]
             client.wait_for("/acecomp/progress")

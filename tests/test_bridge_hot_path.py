@@ -16,7 +16,9 @@ from bridge.grid import Region, TempoMap
 from bridge.jobs import JobFollower, region_pcm
 from bridge.reaper.folder_events import FolderEvents
 from bridge.wavchunks import read_wav
-from tests.bridge_support import echo_engine, timecode, wait_until
+from simulators import wait_for
+from simulators.pipelines import echo_engine
+from simulators.reaper import timecode
 from tests.test_bridge_flows import HOST_SR, best_shift, start_reaper_bridge
 
 BAR_S = 3 * 60 / 96  # 3/4 at 96 BPM
@@ -41,7 +43,7 @@ def reaper_3_4(tmp_path):
         try:
             reaper.set_tempo(96, 3, 4)
             reaper.select(*REGION)
-            wait_until(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4)
+            wait_for(lambda: app.host_state.region() is not None and app.host_state.get("meter") == (3, 4)
                        and app.host_state.get("sample_rate") == HOST_SR)
             yield app, reaper, engine
         finally:
@@ -94,7 +96,7 @@ def test_clips_land_bar_exact_across_a_tempo_and_meter_change(tmp_path):
         try:
             reaper.set_tempo_map([(0.0, 96, 3, 4), (change_s, 120, 4, 4)])
             reaper.select(14 * BAR_S, change_s + 2 * 2.0)  # bars 15-18: two of 3/4, two of 4/4
-            wait_until(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR
+            wait_for(lambda: app.host_state.region() is not None and app.host_state.get("sample_rate") == HOST_SR
                        and len(app.host_state.get("tempo_map") or []) == 2)
             across = run(app, "cover", insert="none").clips[0]
             after = run(app, "cover", insert="none", region=[change_s + 2.0, change_s + 5 * 2.0]).clips[0]
@@ -194,7 +196,7 @@ def test_folder_events_wake_on_a_renamed_reply(tmp_path):
 
 def test_engine_prunes_only_uploads_no_job_needs(tmp_path):
     from engine.service.core import EngineService
-    from tests.bridge_support import EchoPipeline
+    from simulators.pipelines import EchoPipeline
     service = EngineService(EchoPipeline(), tmp_path / "results", log=lambda line: None)
     ids = []
     for n in range(2):

@@ -8,7 +8,9 @@ from bridge.app import BridgeApp
 from bridge.commands import parse_settings
 from bridge.config import BridgeConfig
 from bridge.oscio import OscArgumentError, build_message, float_arg, osc_arg
-from tests.bridge_support import OscPeer, free_udp_port, timecode, wait_until
+from simulators import wait_for
+from simulators.osc import OscPeer, free_udp_port
+from simulators.reaper import timecode
 
 
 @pytest.fixture
@@ -28,7 +30,7 @@ def bridge(tmp_path):
 def ask(app, peer, address, *args, expect="/acecomp/ok"):
     before = len(peer.received)
     peer.send(app.commands.port, address, *args)
-    wait_until(lambda: len(peer.received) > before, timeout=10)
+    wait_for(lambda: len(peer.received) > before, timeout=10)
     addr, reply = peer.received[before]
     assert addr == expect, (addr, reply)
     return reply
@@ -118,7 +120,7 @@ def test_garbage_datagrams_are_ignored(bridge):
     # one server thread handles datagrams in order: once a ping is answered, the garbage before
     # it has been dealt with
     peer.send(app.commands.port, "/acecomp/ping")
-    wait_until(lambda: any(addr == "/acecomp/pong" for addr, _ in peer.received), timeout=10)
+    wait_for(lambda: any(addr == "/acecomp/pong" for addr, _ in peer.received), timeout=10)
     assert all(addr in ("/acecomp/error", "/acecomp/pong") for addr, _ in peer.received)
     assert app.host_state.get("tempo") is None
     peer.received.clear()

@@ -7,7 +7,8 @@ import pytest
 from bridge.adapters import AdapterError
 from bridge.host_state import HostState
 from bridge.reaper.adapter import ReaperAdapter, ReaperMailbox, format_kv, parse_kv, state_from_mailbox
-from tests.bridge_support import OscPeer, wait_until
+from simulators import wait_for
+from simulators.osc import OscPeer
 
 
 @pytest.fixture
@@ -32,27 +33,27 @@ def test_default_pattern_feedback_updates_state(adapter):
     peer.send(port, "/loop/end/time", 12.0)
     peer.send(port, "/play", 1.0)
     peer.send(port, "/track/3/select", 1.0)
-    wait_until(lambda: state.get("selected_track") == 2)
+    wait_for(lambda: state.get("selected_track") == 2)
     assert state.get("tempo") == 128.0 and state.get("position_s") == 12.5
     assert state.region().start_s == 4.0 and state.region().end_s == 12.0
     assert state.get("playing") is True and state.field("tempo").source == "reaper"
     assert reaper.status()["connected"]
     peer.send(port, "/stop", 1.0)
-    wait_until(lambda: state.get("playing") is False)
+    wait_for(lambda: state.get("playing") is False)
 
 
 def test_malformed_feedback_is_counted_not_applied(adapter):
     reaper, state, peer = adapter
     port = reaper.listen_port
     peer.send(port, "/tempo/raw", 100.0)
-    wait_until(lambda: state.get("tempo") == 100.0)
+    wait_for(lambda: state.get("tempo") == 100.0)
     peer.send(port, "/tempo/raw", float("nan"))
     peer.send(port, "/tempo/raw", "fast")
     peer.send(port, "/tempo/raw", -5.0)
     peer.send(port, "/loop/start/time", 9.0)
     peer.send(port, "/loop/end/time", 3.0)  # inverted: no region
     peer.send(port, "/loop/start/time", -2.0)
-    wait_until(lambda: reaper.errors >= 4)
+    wait_for(lambda: reaper.errors >= 4)
     assert state.get("tempo") == 100.0 and state.region() is None
 
 
@@ -61,10 +62,10 @@ def test_removing_the_time_selection_clears_the_region(adapter):
     port = reaper.listen_port
     peer.send(port, "/loop/start/time", 10.0)
     peer.send(port, "/loop/end/time", 20.0)
-    wait_until(lambda: state.region() is not None and state.region().end_s == 20.0)
+    wait_for(lambda: state.region() is not None and state.region().end_s == 20.0)
     peer.send(port, "/loop/start/time", 0.0)  # "Remove time selection": both edges go to 0
     peer.send(port, "/loop/end/time", 0.0)
-    wait_until(lambda: state.get("region_s", "unset") is None)
+    wait_for(lambda: state.get("region_s", "unset") is None)
     assert state.region() is None
 
 
@@ -75,10 +76,10 @@ def test_a_selection_moved_earlier_never_shows_an_invented_region(adapter):
     state.subscribe(lambda changed: seen.append(changed["region_s"]["value"]) if "region_s" in changed else None)
     peer.send(port, "/loop/start/time", 10.0)
     peer.send(port, "/loop/end/time", 20.0)
-    wait_until(lambda: seen and seen[-1] == [10.0, 20.0])
+    wait_for(lambda: seen and seen[-1] == [10.0, 20.0])
     peer.send(port, "/loop/start/time", 2.0)
     peer.send(port, "/loop/end/time", 5.0)
-    wait_until(lambda: seen[-1] == [2.0, 5.0])
+    wait_for(lambda: seen[-1] == [2.0, 5.0])
     assert [2.0, 20.0] not in seen and [0.0, 20.0] not in seen
 
 
@@ -103,7 +104,7 @@ def test_mailbox_state_with_tempo_map(adapter):
     text += "marker=0 120 4 4\nmarker=4.0 60 3 4\n"
     with open(os.path.join(reaper.mailbox.folder, "state.txt"), "w") as fh:
         fh.write(text)
-    wait_until(lambda: state.get("project_name") == "Tune")
+    wait_for(lambda: state.get("project_name") == "Tune")
     assert state.region().start_s == 2.0 and state.get("key") == "Bb major" and state.get("sample_rate") == 48000
     assert state.get("selected_track") == 2 and state.get("recording") is True
     tempo_map = state.tempo_map()
@@ -138,7 +139,7 @@ def test_render_error_reply_is_reported(tmp_path):
         import threading
 
         def script():
-            wait_until(lambda: any(n.endswith(".txt") for n in os.listdir(tmp_path)))
+            wait_for(lambda: any(n.endswith(".txt") for n in os.listdir(tmp_path)))
             name = next(n for n in os.listdir(tmp_path) if n.endswith(".txt"))
             cmd = parse_kv(open(tmp_path / name).read())
             with open(tmp_path / f"cmd-{cmd['id']}.done", "w") as fh:

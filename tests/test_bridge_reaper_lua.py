@@ -4,12 +4,11 @@ then talks to it through the real mailbox code the bridge uses."""
 import os
 from pathlib import Path
 
+import lupa
 import pytest
 
 from bridge.host_state import HostState
 from bridge.reaper.adapter import ReaperMailbox, state_from_mailbox
-
-lupa = pytest.importorskip("lupa")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bridge" / "reaper" / "ace_companion.lua"

@@ -9,8 +9,11 @@ def test_bridge_never_imports_torch():
     code = ("import sys\n"
             "import bridge.app, bridge.cli, bridge.commands, bridge.midi, bridge.clips, bridge.grid\n"
             "import bridge.reaper.adapter, bridge.ableton.adapter, bridge.ableton.AceCompanion\n"
+            "import bridge.sketch, bridge.jam\n"
             "from engine.cli import main\n"
             "assert main(['bridge', '--list-midi']) in (0, 2)\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'simulators'], 'the bridge imports a simulator'\n"
+            "import simulators.osc, simulators.reaper, simulators.ableton, simulators.pipelines\n"
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
             "print('TORCH' if bad else 'CLEAN')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -213,3 +213,32 @@ def test_probe_honours_offline_flag_and_endpoint(monkeypatch):
     assert download.hub_endpoint() == "http://127.0.0.1:9"
     with pytest.raises(download.HubUnreachable, match="cannot reach http://127.0.0.1:9"):
         download.check_hub_reachable(download.hub_endpoint())
+
+
+def _make_tiny_copy(parity_checkpoints: Path, root: Path, names=("acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B")):
+    """Parity folders marked the way `make-tiny-checkpoints` marks its output."""
+    from engine.commands.tiny import write_tiny_marker
+    for name in names:
+        shutil.copytree(parity_checkpoints / name, root / name)
+        write_tiny_marker(root / name, seed=0)
+
+
+def test_list_says_tiny_folders_are_random_weights(parity_checkpoints, tmp_path, capsys):
+    _make_tiny_copy(parity_checkpoints, tmp_path)
+    assert download.run(_args(tmp_path, list=True)) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith(" ")}
+    assert " tiny " in lines["acestep-v15-turbo"] and " complete " not in lines["acestep-v15-turbo"]
+    assert ck.TINY_WARNING in out
+
+
+def test_download_replaces_tiny_folders_with_the_real_weights(fake_hub, parity_checkpoints, tmp_path, capsys):
+    root = tmp_path / "checkpoints"
+    _make_tiny_copy(parity_checkpoints, root)
+    assert download.run(_args(root)) == 0
+    out = capsys.readouterr().out
+    assert out.count("replacing them with the real weights") == 3 and "already complete" not in out
+    assert [c["repo_id"] for c in fake_hub.calls] == [ck.MAIN_REPO] * 3
+    for name in ("acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B"):
+        assert not ck.is_tiny(root / name)
+    assert not any(entry["tiny"] for entry in ck.describe_root(root))

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
+from engine.process import EngineProcess
+from engine.service.threaded import InProcessEngine
 from gui import launcher, screenshot
-from gui.engine_process import EngineProcess
 from gui.settings import Settings
 from tests.cli_utils import run_cli
-from tests.gui_helpers import PARITY_CHECKPOINTS, InProcessEngine, StandInPipeline, qt_app, wait_for
+from tests.gui_helpers import PARITY_CHECKPOINTS, StandInPipeline, qt_app, wait_for
 
 
 def _parse(module, argv: list[str]) -> argparse.Namespace:
@@ -100,12 +101,29 @@ def test_screenshot_rejects_bad_sizes_and_names(tmp_path):
 
 @pytest.mark.slow
 def test_engine_subprocess_starts_on_the_tiny_checkpoints_and_stops(tmp_path):
+    import shutil
+
+    from engine.checkpoints import TINY_WARNING
     from engine.client import EngineClient
-    process = EngineProcess(checkpoints=PARITY_CHECKPOINTS, results=tmp_path / "results",
+    from engine.commands.tiny import write_tiny_marker
+    tiny = tmp_path / "checkpoints"  # the parity folders, marked as make-tiny-checkpoints marks its output
+    for name in ("acestep-v15-turbo", "vae", "Qwen3-Embedding-0.6B"):
+        shutil.copytree(PARITY_CHECKPOINTS / name, tiny / name)
+        write_tiny_marker(tiny / name, seed=0)
+    process = EngineProcess(checkpoints=tiny, results=tmp_path / "results",
                             log_path=tmp_path / "engine.log").start()
     try:
         process.wait_ready(EngineClient(process.url), timeout_s=180)
-        assert EngineClient(process.url).health()["status"] == "ok"
+        health = EngineClient(process.url).health()
+        assert health["status"] == "ok" and health["tiny_weights"] and health["warning"] == TINY_WARNING
+        ready = [line for line in process.log_path.read_text().splitlines() if line.startswith("engine: ready")]
+        assert ready and TINY_WARNING in ready[0]
+        assert "kept in float32" not in process.log_path.read_text()
+        first = process.process.pid
+        process.restart()  # Engine > Restart: same port, a new process, the log kept
+        process.wait_ready(EngineClient(process.url), timeout_s=180)
+        assert process.process.pid != first and process.starts == 2
+        assert process.log_path.read_text().count("engine: serving") == 2
     finally:
         process.stop()
     assert not process.running()
@@ -142,8 +160,8 @@ def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path
     import signal
 
     from engine.client import EngineClient, EngineUnavailable
-    from gui.engine_process import free_port
-    from tests.bridge_support import OscPeer, free_udp_port
+    from engine.process import free_port
+    from simulators.osc import OscPeer, free_udp_port
     url = f"http://127.0.0.1:{free_port()}"
     osc_port = free_udp_port()
     (tmp_path / "gui.json").write_text(json.dumps({

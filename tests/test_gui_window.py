@@ -11,8 +11,9 @@ import os
 import numpy as np
 import pytest
 
+from engine.service.threaded import InProcessEngine
 from gui.settings import Settings, load_settings
-from tests.gui_helpers import InProcessEngine, qt_app, wait_for
+from tests.gui_helpers import qt_app, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_generate_from_the_window_shows_progress_then_results(window, tmp_path):
         assert os.path.dirname(item.path) == str(tmp_path / "output")
         assert os.path.getsize(item.path) > 1000
         assert item.duration == pytest.approx(6.0, abs=0.05)
-        assert item.peaks is not None and item.peaks.shape[1] == 2 and np.abs(item.peaks).max() > 0
+        assert item.peaks is not None and item.peaks.shape[1] == 3 and np.abs(item.peaks).max() > 0
         assert item.request["caption"] == "short test clip"
     assert len({item.seed for item in window.results_model.items()}) == 2
 
@@ -70,6 +71,7 @@ def test_cancel_from_the_window_stops_the_running_job(window):
     window.jobs_panel.cancel_button.click()  # nothing selected: cancels the newest unfinished job
     assert wait_for(lambda: _last_job_state(window) == "cancelled", 60)
     assert window.results_model.rowCount() == 0
+    assert wait_for(lambda: "cancelled" in window.statusBar().currentMessage(), 10)  # not "queued" any more
 
 
 def _last_job_state(window) -> str | None:
@@ -115,7 +117,7 @@ def test_engine_disconnect_shows_a_banner_and_reconnects(tmp_path):
     try:
         win.show()
         assert wait_for(lambda: win.banner.isVisible(), 20)
-        assert "not reachable" in win.banner.text()
+        assert "not answering" in win.banner.text()
         server.start()
         assert wait_for(lambda: not win.banner.isVisible(), 20)
         assert win.host_panel.adapter_connected("engine")
@@ -177,7 +179,7 @@ def test_a_take_through_the_embedded_bridge_lists_the_grid_clip_and_inserts_it(e
     from bridge.app import BridgeApp
     from bridge.config import BridgeConfig
     from engine.client import EngineClient
-    from gui.engine_process import free_port
+    from engine.process import free_port
     from gui.main_window import MainWindow
     from tests.gui_helpers import make_fake_daw
 
@@ -251,6 +253,7 @@ def test_direct_repaint_of_a_source_file_marks_the_region_on_the_waveform(window
     panel.source.edit.setText(str(source))
     panel.region_start.setValue(2.0)
     panel.region_end.setValue(5.0)
+    panel.steps.setValue(2)  # the region marking is under test, not the sampler
     panel.task_buttons["repaint"].click()
     assert wait_for(lambda: _last_job_state(window) in ("done", "failed"), 120), window.statusBar().currentMessage()
     row = window.jobs_model.job(window.last_job_id)

@@ -13,9 +13,9 @@ import torch
 
 from engine.models.acestep import AceStepConditionGenerationModel
 from engine.pipeline import _Denoiser, sampler_settings_for, sampler_steps
-from engine.request import GenerationRequest
-from engine.samplers import RepaintSettings, repaint_schedule, sample
-from tests.parity_utils import CHECKPOINTS, LATENT_TOLERANCE, load_case, relative_error
+from engine.regions import repaint_schedule
+from engine.samplers import RepaintSettings, sample
+from tests.parity_utils import CHECKPOINTS, LATENT_TOLERANCE, case_request, load_case, relative_error
 
 SOURCE_CASES = [
     "repaint_turbo_middle",
@@ -43,7 +43,7 @@ def _close(actual, expected, key):
 @pytest.mark.parametrize("name", SOURCE_CASES)
 def test_stored_inputs_reproduce_sampler_outputs(name):
     case, exp, path = load_case(name)
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     model = _model(case["dit"])
     refer = exp.get("refer_audio_latents", model.silence_latent[:, :750])
     order = exp["refer_audio_order_mask"]

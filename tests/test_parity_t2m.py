@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from engine.request import GenerationRequest
 from tests.cli_utils import run_cli
-from tests.parity_utils import CHECKPOINTS, compare_dump, load_case
+from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 T2M_CASES = [
     "t2m_turbo_shift3_odd_instrumental",
@@ -21,7 +21,7 @@ T2M_CASES = [
 @pytest.mark.parametrize("name", T2M_CASES)
 def test_pipeline_reproduces_case(pipeline, name):
     case, expected, path = load_case(name)
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     events = []
     result = pipeline.generate(request, progress=events.append, dump=True)
 
@@ -39,8 +39,8 @@ def test_render_cli_reproduces_case(tmp_path):
     name = "t2m_turbo_shift3_odd_instrumental"
     case, expected, path = load_case(name)
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
-    proc = run_cli("render", "--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out),
-                   "--dump", str(dump), "--device", "cpu")
+    proc = run_cli("render", "--checkpoints", str(CHECKPOINTS), "--request", str(write_case_request(path, tmp_path)),
+                   "--out", str(out), "--dump", str(dump), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert "diffusion" in proc.stderr
     assert compare_dump(load_file(str(dump)), expected) == []

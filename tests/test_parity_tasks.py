@@ -8,9 +8,8 @@ Every case runs on the session pipeline; a case naming the base DiT loads it the
 
 import pytest
 
-from engine.request import GenerationRequest
 from tests.conftest import region_limits_off
-from tests.parity_utils import CHECKPOINTS, compare_dump, load_case
+from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 CASES = ["repaint_turbo_middle", "repaint_turbo_outpaint_end", "cover_turbo_strength1",
          "cover_turbo_strength05_reference", "lego_base_guitar", "extract_base_vocals",
@@ -20,7 +19,7 @@ CASES = ["repaint_turbo_middle", "repaint_turbo_outpaint_end", "cover_turbo_stre
 @pytest.mark.parametrize("name", CASES)
 def test_parity_case(pipeline, name):
     case, expected, path = load_case(name)
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     assert request.dit == case["dit"]
     with region_limits_off(pipeline):
         out = pipeline.generate(request, dump=True)
@@ -44,6 +43,7 @@ def test_repaint_parity_through_the_render_cli(pipeline, tmp_path):
 
     case, expected, path = load_case("repaint_turbo_middle")
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"
+    path = write_case_request(path, tmp_path)
     with models_from(pipeline):
         refused = _render("--checkpoints", str(CHECKPOINTS), "--request", str(path), "--out", str(out), "--quiet")
         assert refused.returncode == 2 and "at least 3 s" in refused.stderr and not out.exists()

@@ -8,8 +8,7 @@ import pytest
 import soundfile as sf
 
 from engine.prompts import caption_prompt, metas_string, request_prompts, task_instruction
-from engine.request import GenerationRequest
-from tests.parity_utils import CASES_DIR
+from tests.parity_utils import CASES_DIR, case_request
 
 CASE_FILES = sorted(CASES_DIR.glob("*.json"))
 
@@ -17,7 +16,7 @@ CASE_FILES = sorted(CASES_DIR.glob("*.json"))
 @pytest.mark.parametrize("path", CASE_FILES, ids=lambda p: p.stem)
 def test_prompts_match_upstream(path):
     case = json.loads(path.read_text(encoding="utf-8"))
-    request = GenerationRequest.from_json_file(path)
+    request = case_request(path)
     derived = case["derived"]
     if request.src_audio:  # source tasks report the unpadded source length
         info = sf.info(request.src_audio)

@@ -5,16 +5,9 @@ import json
 import pytest
 import torch
 
-from engine.regions import (
-    check_region_length,
-    frame_range,
-    pad_source,
-    plan_region,
-    ramp_mask,
-    seconds_to_frame,
-    splice_waveform,
-)
+from engine.regions import check_region_length, frame_range, pad_source, ramp_mask, splice_waveform
 from engine.request import RequestError
+from engine.units import plan_region, seconds_to_frame
 from tests.conftest import PARITY
 
 SR = 48000
@@ -36,8 +29,8 @@ def test_middle_region_matches_parity_case():
     case = _case("repaint_turbo_middle")
     source_samples = int(5.9 * SR)
     plan = plan_region(case["repainting_start"], case["repainting_end"], source_samples)
-    assert (plan.left_pad, plan.right_pad) == (0, 0)
-    total = (source_samples + plan.left_pad + plan.right_pad) // 1920
+    assert (plan.left_pad_samples, plan.right_pad_samples) == (0, 0)
+    total = (source_samples + plan.left_pad_samples + plan.right_pad_samples) // 1920
     assert total == case["derived"]["latent_frames"]
     assert list(frame_range(plan.start_s, plan.end_s, total)) == case["derived"]["repaint_frames"]
 
@@ -46,16 +39,16 @@ def test_outpaint_end_padding_keeps_float_truncation():
     case = _case("repaint_turbo_outpaint_end")
     source_samples = int(5.9 * SR)
     plan = plan_region(case["repainting_start"], case["repainting_end"], source_samples)
-    assert plan.left_pad == 0
-    assert plan.right_pad == 76799  # int((7.5 - 5.9) * 48000), not 76800
-    total = (source_samples + plan.right_pad) // 1920
+    assert plan.left_pad_samples == 0
+    assert plan.right_pad_samples == 76799  # int((7.5 - 5.9) * 48000), not 76800
+    total = (source_samples + plan.right_pad_samples) // 1920
     assert total == case["derived"]["latent_frames"] == 187
     assert list(frame_range(plan.start_s, plan.end_s, total)) == case["derived"]["repaint_frames"]
 
 
 def test_negative_start_pads_left_and_shifts_both_ends():
     plan = plan_region(-2.0, 3.0, 5 * SR)
-    assert plan.left_pad == 2 * SR and plan.right_pad == 0
+    assert plan.left_pad_samples == 2 * SR and plan.right_pad_samples == 0
     assert plan.start_s == 0.0 and plan.end_s == 5.0
     wave = torch.ones(2, 5 * SR)
     padded = pad_source(wave, plan)
@@ -65,7 +58,7 @@ def test_negative_start_pads_left_and_shifts_both_ends():
 
 def test_end_minus_one_means_source_end():
     plan = plan_region(1.0, -1.0, 5 * SR)
-    assert plan.end_s == 5.0 and plan.right_pad == 0
+    assert plan.end_s == 5.0 and plan.right_pad_samples == 0
     assert plan_region(1.0, None, 5 * SR).end_s == 5.0
 
 

@@ -12,7 +12,9 @@ from bridge.app import BridgeApp
 from bridge.commands import MAX_PREPARING_ACTIONS, MAX_WAITING_ACTIONS, SOURCE_DIRS_ENV, CommandServer
 from bridge.config import BridgeConfig
 from bridge.oscio import OscEndpoint, packet_messages
-from tests.bridge_support import OscPeer, free_udp_port, timecode, wait_until
+from simulators import wait_for
+from simulators.osc import OscPeer, free_udp_port
+from simulators.reaper import timecode
 
 
 @pytest.fixture
@@ -46,7 +48,7 @@ def _bundle(timetag, *messages):
 def _ping(app, peer):
     before = len(peer.all("/acecomp/pong"))
     peer.send(app.commands.port, "/acecomp/ping")
-    wait_until(lambda: len(peer.all("/acecomp/pong")) > before, timeout=10)
+    wait_for(lambda: len(peer.all("/acecomp/pong")) > before, timeout=10)
 
 
 def test_future_timetag_bundle_is_dispatched_at_once(bridge):
@@ -54,7 +56,7 @@ def test_future_timetag_bundle_is_dispatched_at_once(bridge):
     an_hour_ahead = time.time() + 3600
     peer.send_raw(app.commands.port, _bundle(an_hour_ahead, _message("/acecomp/tempo", 97.0)).dgram)
     _ping(app, peer)  # an hour-long sleep on the socket thread would never let this through
-    wait_until(lambda: app.host_state.values().get("tempo") == 97.0, timeout=10)
+    wait_for(lambda: app.host_state.values().get("tempo") == 97.0, timeout=10)
 
 
 def test_wildcard_address_is_refused_and_does_not_block(bridge):
@@ -63,7 +65,7 @@ def test_wildcard_address_is_refused_and_does_not_block(bridge):
     peer.send(app.commands.port, "/acecomp/t?mpo", 120.0)
     peer.send(app.commands.port, "/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*/*")
     _ping(app, peer)
-    errors = wait_until(lambda: len(peer.all("/acecomp/error")) >= 2 and peer.all("/acecomp/error"), timeout=10)
+    errors = wait_for(lambda: len(peer.all("/acecomp/error")) >= 2 and peer.all("/acecomp/error"), timeout=10)
     assert all("patterns are not accepted" in args[1] for args in errors)
     assert app.host_state.values().get("tempo") is None  # /acecomp/t?mpo did not reach the tempo handler
 
@@ -130,15 +132,15 @@ def test_a_burst_of_actions_is_bounded_and_queued_with_a_reply():
         burst = MAX_PREPARING_ACTIONS + MAX_WAITING_ACTIONS + 3
         for _ in range(burst):
             peer.send(server.port, "/acecomp/cover")
-        wait_until(lambda: len(peer.all("/acecomp/queued")) == MAX_WAITING_ACTIONS
+        wait_for(lambda: len(peer.all("/acecomp/queued")) == MAX_WAITING_ACTIONS
                    and len(peer.all("/acecomp/error")) == 3, timeout=10)
         assert sorted(args[1] for args in peer.all("/acecomp/queued")) == list(range(1, MAX_WAITING_ACTIONS + 1))
         assert all("busy" in args[1] for args in peer.all("/acecomp/error"))
         _ping_server(server, peer)  # the socket still answers while actions wait
         app.release.set()
-        wait_until(lambda: app.finished == MAX_PREPARING_ACTIONS + MAX_WAITING_ACTIONS, timeout=20)
+        wait_for(lambda: app.finished == MAX_PREPARING_ACTIONS + MAX_WAITING_ACTIONS, timeout=20)
         assert app.peak == MAX_PREPARING_ACTIONS
-        wait_until(lambda: server.gate.counts() == (0, 0), timeout=10)
+        wait_for(lambda: server.gate.counts() == (0, 0), timeout=10)
     finally:
         app.release.set()
         peer.close()
@@ -148,13 +150,13 @@ def test_a_burst_of_actions_is_bounded_and_queued_with_a_reply():
 def _ping_server(server, peer):
     before = len(peer.all("/acecomp/pong"))
     peer.send(server.port, "/acecomp/ping")
-    wait_until(lambda: len(peer.all("/acecomp/pong")) > before, timeout=10)
+    wait_for(lambda: len(peer.all("/acecomp/pong")) > before, timeout=10)
 
 
 def _source_reply(app, peer, path):
     before = len(peer.received)
     peer.send(app.commands.port, "/acecomp/source", path)
-    wait_until(lambda: len(peer.received) > before, timeout=10)
+    wait_for(lambda: len(peer.received) > before, timeout=10)
     return peer.received[before]
 
 

@@ -17,7 +17,10 @@ from fastapi.testclient import TestClient
 from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.service.store import JOBS_DIR
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for
+from engine.service.threaded import InProcessEngine
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS
 
 REQUEST = {"caption": "x", "duration": 1}
 
@@ -139,7 +142,7 @@ import sys, threading
 from engine.service.app import create_app
 from engine.service.cli import serve
 from engine.service.core import EngineService
-from tests.service_support import StandInPipeline
+from simulators.pipelines import StandInPipeline
 service = EngineService(StandInPipeline(steps=1000, gate=threading.Event()), sys.argv[1])
 service.start()
 sys.exit(serve(create_app(service), service, "127.0.0.1", int(sys.argv[2])))
@@ -205,16 +208,11 @@ class _SlowLoadPipeline(StandInPipeline):
 
 
 def test_long_waits_do_not_starve_health_and_polling(tmp_path):
-    from tests.service_support import LiveServer
-
     pipeline = _SlowLoadPipeline()
-    service = EngineService(pipeline, tmp_path / "results", log=lambda line: None)
-    service.start()
-    app = create_app(service)
     waiting = 50  # more than anyio's shared pool of 40 threads
     answers = []
     try:
-        with LiveServer(app) as server:
+        with InProcessEngine(tmp_path / "results", pipeline) as server:
             def switch():
                 with httpx.Client(base_url=server.url, headers=CLIENT_HEADERS, timeout=120) as http:
                     answers.append(http.post("/v1/models/load", json={"dit": "acestep-v15-base"}).status_code)
@@ -222,7 +220,7 @@ def test_long_waits_do_not_starve_health_and_polling(tmp_path):
             threads = [threading.Thread(target=switch, daemon=True) for _ in range(waiting)]
             for thread in threads:
                 thread.start()
-            limiter = app.state.long_wait_limiter
+            limiter = server.app.state.long_wait_limiter
             wait_for(lambda: limiter.borrowed_tokens + limiter.statistics().tasks_waiting == waiting, timeout=60)
             with httpx.Client(base_url=server.url, headers=CLIENT_HEADERS, timeout=10) as http:
                 assert http.get("/health").json()["status"] == "ok"
@@ -236,4 +234,3 @@ def test_long_waits_do_not_starve_health_and_polling(tmp_path):
         assert answers == [200] * waiting
     finally:
         pipeline.release.set()
-        service.stop()

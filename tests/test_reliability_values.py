@@ -6,7 +6,8 @@ from fastapi.testclient import TestClient
 from engine.request import GenerationRequest, RequestError
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.service_support import CLIENT_HEADERS, StandInPipeline
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS
 
 HUGE = "1" + "0" * 400          # 10^400 as a JSON integer
 HUGER = "9" * 5000              # past Python's 4300-digit parsing limit

@@ -4,11 +4,12 @@ import pytest
 
 from engine.request import GenerationRequest, RequestError, normalize_timesignature
 from tests.conftest import PARITY
+from tests.parity_utils import CASE_ONLY_KEYS, case_request
 
 
 def test_every_parity_case_parses_as_a_request():
     for path in sorted((PARITY / "cases").glob("*.json")):
-        req = GenerationRequest.from_json_file(path)
+        req = case_request(path)
         data = json.loads(path.read_text())
         assert req.task_type == data["task_type"]
         if data["src_audio"]:
@@ -29,12 +30,40 @@ def test_bad_fields_are_named_in_the_error(field, value):
     assert field in str(info.value)
 
 
-def test_unknown_fields_are_refused_but_case_metadata_is_ignored():
+def test_unknown_fields_are_refused_and_case_metadata_is_not_part_of_the_schema():
     with pytest.raises(RequestError) as info:
         GenerationRequest.from_dict({"captoin": "typo"})
     assert info.value.field == "captoin"
-    req = GenerationRequest.from_dict({"caption": "x", "notes": "n", "derived": {}})
-    assert req.caption == "x"
+    for key in sorted(CASE_ONLY_KEYS):
+        with pytest.raises(RequestError) as info:
+            GenerationRequest.from_dict({"caption": "x", key: "n"})
+        assert info.value.field == key
+
+
+@pytest.mark.parametrize("field,value", [
+    ("infer_method", "sde"), ("sampler_mode", "heun"), ("cover_noise_strength", 0.3), ("dcw_wavelet", "db4"),
+])
+def test_options_the_engine_does_not_honour_are_refused(field, value):
+    with pytest.raises(RequestError) as info:
+        GenerationRequest.from_dict({"caption": "x", field: value})
+    assert info.value.field == field and "not supported" in str(info.value)
+
+
+def test_the_honoured_values_of_those_options_pass():
+    req = GenerationRequest.from_dict({"caption": "x", "infer_method": "ode", "sampler_mode": "euler",
+                                       "cover_noise_strength": 0, "dcw_wavelet": "haar"})
+    assert (req.infer_method, req.sampler_mode, req.cover_noise_strength) == ("ode", "euler", 0.0)
+
+
+def test_a_request_is_validated_once():
+    req = GenerationRequest.from_dict({"caption": "x", "timesignature": " 3/4 "})
+    req.batch_size = 99  # not re-checked: the boundary already validated this object
+    assert req.ensure_valid() is req
+    fresh = GenerationRequest(caption="x", batch_size=99)
+    with pytest.raises(RequestError):
+        fresh.ensure_valid()
+    moved = req.with_inputs(src_audio="/tmp/a.wav")
+    assert moved.src_audio == "/tmp/a.wav" and moved.ensure_valid() is moved
 
 
 def test_source_tasks_need_source_audio():

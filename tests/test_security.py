@@ -11,10 +11,13 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
+from engine.request import RequestError
 from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.service.guard import UNAUTHENTICATED_BODY_LIMIT
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture
@@ -196,6 +199,17 @@ def test_own_names_and_configured_hosts_are_answered(service):
         assert c.get("/health").status_code == 200
 
 
+def test_pages_served_by_this_machine_may_post(service):
+    """ACE-Step-DAW's dev server (127.0.0.1:5174) proxies /api to the engine with the browser's Origin."""
+    with TestClient(create_app(service), base_url="http://127.0.0.1:8001") as c:
+        for origin in ("http://127.0.0.1:5174", "http://localhost:5174", "http://[::1]:3000"):
+            response = c.post("/release_task", data={"prompt": "x"}, headers={"Origin": origin})
+            assert response.status_code == 200, (origin, response.text)
+            assert "access-control-allow-origin" not in response.headers  # still no CORS without opt-in
+        for origin in ("http://127.0.0.1.evil.example:5174", "http://evil.example", "null", "file://"):
+            assert c.post("/release_task", data={"prompt": "x"}, headers={"Origin": origin}).status_code == 403
+
+
 def test_allowed_origin_page_may_post_forms(service):
     app = create_app(service, allow_origins=["http://localhost:5173"])
     with TestClient(app, base_url="http://127.0.0.1") as c:
@@ -281,3 +295,17 @@ def test_absurd_content_length_is_413_not_a_crash(service):
     status, body, pulled = _asgi_call(app, "POST", "/release_task", {"content-type": "application/json",
                                                                      "content-length": "9" * 5000}, [b"{}"])
     assert status == 401 and pulled == 0
+
+
+def test_job_and_upload_records_stay_closed_under_an_allowed_root(tmp_path):
+    """Even when --allow-path covers the results folder, .jobs and .uploads are not read by path."""
+    service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lambda line: None,
+                            allowed_roots=[tmp_path])
+    os.makedirs(service.store.uploads_dir / ("d" * 32))
+    planted = write_tone(service.store.uploads_dir / ("d" * 32) / "x.wav")
+    record = service.store.jobs_dir / ("e" * 32 + ".json")
+    record.write_text("{}")
+    for value in (planted, str(record)):
+        with pytest.raises(RequestError):
+            service.confine_path("src_audio", value)
+    assert service.confine_path("src_audio", write_tone(tmp_path / "ok.wav")) == tmp_path / "ok.wav"

@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from engine.service.app import create_app
 from engine.service.cli import check_bind, is_loopback
 from engine.service.core import EngineService
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture

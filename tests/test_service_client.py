@@ -6,9 +6,10 @@ import httpx
 import pytest
 
 from engine.client import EngineClient, EngineHTTPError, EngineUnavailable, _parse_sse
-from engine.service.app import create_app
-from engine.service.core import EngineService
-from tests.service_support import LiveServer, StandInPipeline, wait_for, write_tone
+from engine.service.threaded import InProcessEngine
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import write_tone
 
 
 @pytest.fixture
@@ -16,12 +17,9 @@ def live(tmp_path):
     gate = threading.Event()
     gate.set()
     pipeline = StandInPipeline(steps=5, step_s=0.01, gate=gate)
-    service = EngineService(pipeline, tmp_path / "results", log=lambda line: None)
-    service.start()
-    with LiveServer(create_app(service, token="tok")) as server:
-        yield server, service, gate
-    gate.set()
-    service.stop()
+    with InProcessEngine(tmp_path / "results", pipeline, token="tok") as server:
+        yield server, server.service, gate
+        gate.set()
 
 
 def test_sse_parser_handles_events_comments_and_multiline_data():

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
 from engine.service.core import RESTARTED_MESSAGE, EngineService
+from simulators import wait_for
 from tests.conftest import PARITY
-from tests.service_support import CLIENT_HEADERS, wait_for, write_tone
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}

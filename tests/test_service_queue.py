@@ -6,7 +6,8 @@ import pytest
 
 from engine.request import RequestError
 from engine.service.core import EngineService
-from tests.service_support import StandInPipeline, wait_for
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
 
 
 @pytest.fixture

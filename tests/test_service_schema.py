@@ -21,7 +21,8 @@ from schemathesis.checks import (
 
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.service_support import CLIENT_HEADERS, StandInPipeline
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS
 
 _SERVICE = EngineService(StandInPipeline(steps=1), tempfile.mkdtemp(prefix="ace-schema-"),
                          max_upload_bytes=100_000, log=lambda line: None)

@@ -13,7 +13,9 @@ from engine.service import upstream
 from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
-from tests.service_support import CLIENT_HEADERS, StandInPipeline, wait_for, write_tone
+from simulators import wait_for
+from simulators.pipelines import StandInPipeline
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture
@@ -115,7 +117,7 @@ def test_full_queue_is_refused_and_cancelled_jobs_say_so(tmp_path, monkeypatch):
     service.start()
     monkeypatch.setattr(upstream, "QUEUE_MAXSIZE", 1)
     try:
-        with TestClient(create_app(service)) as client:
+        with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
             first = client.post("/release_task", json={"prompt": "a"}).json()["data"]["task_id"]
             wait_for(lambda: service.job_json(first)["state"] == "running")
             waiting = client.post("/release_task", json={"prompt": "b"}).json()["data"]["task_id"]

@@ -9,7 +9,7 @@ import torch
 from engine.audio_io import load_audio, write_audio
 from engine.request import TRACK_NAMES, GenerationRequest, RequestError
 from engine.types import EngineError
-from tests.parity_utils import CASES_DIR, load_case
+from tests.parity_utils import CASES_DIR, case_request, load_case
 
 SR = 48000
 SOURCE = str(CASES_DIR / "audio" / "source.wav")
@@ -118,7 +118,7 @@ def test_explicit_codes_give_the_same_hints_as_the_source(turbo):
     codes = expected["audio_codes"].flatten().tolist()
     as_tokens = "".join(f"<|audio_code_{c}|>" for c in codes)
     for given in (codes, as_tokens):
-        request = GenerationRequest.from_json_file(path).replace(audio_codes=given, src_audio=None,
+        request = case_request(path).replace(audio_codes=given, src_audio=None,
                                                                   inference_steps=1)
         out = turbo.generate(request, dump=True)
         context = out.dump["context_latents"]

@@ -25,8 +25,8 @@ def test_every_published_dit_folder_is_written(tiny_root):
         config = json.loads((tiny_root / name / "config.json").read_text())
         assert config["is_turbo"] == ("turbo" in name)
         assert config["model_type"] == "acestep"
-        assert config["auto_map"]["AutoModel"].startswith(
-            "modeling_acestep_v15_turbo." if "turbo" in name else "modeling_acestep_v15_base.")
+        module = "modeling_acestep_v15_" + ("xl_" if "-xl-" in name else "") + ("turbo" if "turbo" in name else "base")
+        assert config["auto_map"]["AutoModel"].startswith(module + ".")
     ck.validate_folder(tiny_root / "vae", "vae")
     ck.validate_folder(tiny_root / "Qwen3-Embedding-0.6B", "text_encoder")
     entries = {e["name"]: e for e in ck.describe_root(tiny_root)}
@@ -170,3 +170,15 @@ def test_pipeline_renders_from_tiny_checkpoints(tiny_root):
 
     again = pipeline.generate(GenerationRequest.from_dict(request.to_dict() | {"dit": "acestep-v15-base"}))
     assert pipeline.info()["dit"] == "acestep-v15-base" and again.models["dit"] == "acestep-v15-base"
+
+
+def test_every_tiny_folder_is_marked_and_listed_as_tiny(tiny_root, capsys):
+    from engine.commands import download
+    for name in list(ck.DIT_MODELS) + ["vae", "Qwen3-Embedding-0.6B"]:
+        assert ck.is_tiny(tiny_root / name)
+    assert ck.tiny_in_use(tiny_root, "acestep-v15-turbo")
+    download.print_list(tiny_root)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("acestep-v15-turbo ")]
+    assert rows and " tiny " in rows[0] and " complete " not in rows[0]
+    assert ck.TINY_WARNING in out

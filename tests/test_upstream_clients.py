@@ -23,8 +23,9 @@ from fastapi.testclient import TestClient
 from engine.pipeline import Pipeline
 from engine.service.app import create_app
 from engine.service.core import EngineService
+from simulators import wait_for
 from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
-from tests.service_support import wait_for, write_tone
+from tests.service_support import write_tone
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "upstream_clients"
@@ -105,12 +106,13 @@ class PausingPipeline:
 
 
 class Engine:
-    def __init__(self, pipeline, results: Path):
+    def __init__(self, pipeline, results: Path, allowed_roots=()):
         pipeline.load_lm(None)
         pipeline.load_dit(TURBO)  # every test starts from the engine's start-up state
         self.pipeline = PausingPipeline(pipeline)
-        self.service = EngineService(self.pipeline, results, log=lambda line: None)
-        self.http = TestClient(create_app(self.service))
+        self.service = EngineService(self.pipeline, results, log=lambda line: None, allowed_roots=allowed_roots)
+        # Both clients reach the engine as localhost:8001 (the VST3 plugin's URL setting, the DAW's proxy).
+        self.http = TestClient(create_app(self.service), base_url="http://localhost:8001")
 
     def __enter__(self):
         self.service.start()
@@ -125,7 +127,10 @@ class Engine:
 
 @pytest.fixture
 def engine(tiny_pipeline, tmp_path):
-    with Engine(tiny_pipeline, tmp_path / "results") as running:
+    # The VST3 plugin sends paths of files on the engine's machine: the musician lets the engine read
+    # their takes folder with --allow-path (here: the test's folder).
+    (tmp_path / "takes").mkdir()
+    with Engine(tiny_pipeline, tmp_path / "results", allowed_roots=[tmp_path / "takes"]) as running:
         yield running
 
 
@@ -173,12 +178,16 @@ class VstClient:
                 "scale": float(data["lora_scale"]), "active_adapter": data.get("active_adapter"),
                 "adapters": [str(a) for a in data.get("adapters") or [] if a]}
 
-    def start_generation(self, body: dict) -> str:
+    def start_generation_raw(self, body: dict) -> tuple[str | None, str]:
+        """startGeneration: the task id, or None and the message the plugin shows."""
         root, error = self._request("POST", "/release_task", body)
-        assert not error, error
-        data = self._data(root)
-        assert data is not None and data.get("task_id"), root
-        return str(data["task_id"])
+        data = self._data(root) if not error else None
+        return (str(data["task_id"]) if data and data.get("task_id") else None), error
+
+    def start_generation(self, body: dict) -> str:
+        task_id, error = self.start_generation_raw(body)
+        assert not error and task_id, error
+        return task_id
 
     def poll(self, task_id: str) -> dict:
         """pollGeneration: status, progressText, errorMessage and result slots."""
@@ -220,8 +229,14 @@ class GenerationFailed(Exception):
     pass
 
 
+DAW_PAGE = "http://127.0.0.1:5174"  # vite.config.ts: the dev server, which proxies /api to the engine
+
+
 class DawClient:
     """aceStepApi.ts (fetch + envelope.data), generationPipeline.ts (multipart, polling), modelStore.ts."""
+
+    # The page at the Vite dev server posts through its proxy: the browser adds these to every POST.
+    BROWSER_POST_HEADERS = {"Origin": DAW_PAGE, "Sec-Fetch-Site": "same-origin"}
 
     def __init__(self, http: TestClient):
         self.http = http
@@ -237,7 +252,7 @@ class DawClient:
                 "llm_initialized": bool(data.get("llm_initialized"))}
 
     def init_model(self, body: dict):
-        response = self.http.post("/v1/init", json=body)
+        response = self.http.post("/v1/init", json=body, headers=self.BROWSER_POST_HEADERS)
         assert response.status_code == 200, f"initModel failed: {response.status_code} - {response.text}"
         return response.json()
 
@@ -253,12 +268,14 @@ class DawClient:
         """releaseTask: the src_audio blob, then every non-null parameter as String(value)."""
         filename = recorded["files"]["src_audio"]["filename"]
         response = self.http.post("/release_task", data=dict(recorded["fields"]),
-                                  files={"src_audio": (filename, src_audio, "audio/wav")})
+                                  files={"src_audio": (filename, src_audio, "audio/wav")},
+                                  headers=self.BROWSER_POST_HEADERS)
         assert response.status_code == 200, f"releaseLegoTask failed: {response.status_code} - {response.text}"
         return response.json()["data"]["task_id"]
 
     def query(self, task_id: str) -> dict:
-        response = self.http.post("/query_result", json={"task_id_list": [task_id]})
+        response = self.http.post("/query_result", json={"task_id_list": [task_id]},
+                                  headers=self.BROWSER_POST_HEADERS)
         assert response.status_code == 200, f"queryResult failed: {response.status_code}"
         return response.json()["data"][0]
 
@@ -327,7 +344,12 @@ def test_vst_text2music_then_cover_of_a_local_file(engine, tmp_path):
     assert seconds_of(audio) == pytest.approx(10.0)
     assert slot["label"].startswith("Result 1 - warm lo-fi piano loop (10s")
 
-    source = write_tone(tmp_path / "take.wav", seconds=1.0)  # shorter than the 10 s the plugin asks for
+    outside = write_tone(tmp_path / "elsewhere.wav", seconds=1.0)
+    body = dict(VST["requests"]["cover"]["body"], src_audio_path=outside)
+    task_id, error = vst.start_generation_raw(body)
+    assert task_id is None and "--allow-path" in error  # the plugin shows why, and the fix
+
+    source = write_tone(tmp_path / "takes" / "take.wav", seconds=1.0)  # shorter than the 10 s asked for
     body = dict(VST["requests"]["cover"]["body"], src_audio_path=source)
     answer = vst.wait(vst.start_generation(body))
     assert answer["status"] == "succeeded", answer
@@ -339,7 +361,7 @@ def test_vst_text2music_then_cover_of_a_local_file(engine, tmp_path):
 
 def test_vst_failed_job_shows_the_engines_message(engine, tmp_path):
     vst = VstClient(engine.http)
-    silent = tmp_path / "silent.wav"
+    silent = tmp_path / "takes" / "silent.wav"
     soundfile.write(str(silent), np.zeros((48000, 2), np.float32), 48000)
     body = dict(VST["requests"]["cover"]["body"], src_audio_path=str(silent))  # nothing to cover
     answer = vst.wait(vst.start_generation(body))

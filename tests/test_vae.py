@@ -75,3 +75,20 @@ def test_tiling_bookkeeping_is_exact_for_a_local_model():
     assert torch.equal(vae.encode(wave), vae.encode(wave, tiled=False))
     latents = torch.randn(2, 97, 64)
     assert torch.equal(vae.decode(latents), vae.decode(latents, tiled=False))
+
+
+def test_weight_norm_is_folded_at_load_without_changing_the_output(vae):
+    from engine.checkpoints import load_vae
+    from engine.models.vae import fold_weight_norm
+
+    normed = load_vae(CHECKPOINTS / "vae").eval().requires_grad_(False)
+    assert any(name.endswith("weight_g") for name, _ in normed.named_parameters())
+    assert not any(name.endswith(("weight_g", "weight_v")) for name, _ in vae.model.named_parameters())
+    latents = torch.randn(1, 12, 64)
+    with torch.no_grad():
+        expected = normed.decode(latents.transpose(1, 2)).sample
+        params_before = sum(p.numel() for p in normed.parameters())
+        assert fold_weight_norm(normed) > 0
+        assert torch.equal(normed.decode(latents.transpose(1, 2)).sample, expected)
+    assert sum(p.numel() for p in normed.parameters()) < params_before
+    assert torch.equal(vae.decode(latents, tiled=False), expected.float())

@@ -73,6 +73,8 @@ class AbletonAdapter(HostAdapter):
         self._thread: threading.Thread | None = None
         self._pending: dict[str, tuple[threading.Event, list]] = {}
         self.insert_script_seen: float | None = None
+        self._query_waiters: dict[tuple, list] = {}  # (reply address, echoed ids) -> waiting queries
+        self._query_mapped: set[str] = set()
         self._map_osc()
 
     @property
@@ -160,6 +162,8 @@ class AbletonAdapter(HostAdapter):
     def _on_song_property(self, sender, address, *args):
         self.seen()
         prop = address.rsplit("/", 1)[-1]
+        if prop not in SONG_PROPERTIES + LISTENED:  # e.g. track_names: the answer to a query()
+            return
         try:
             if prop == "scale_name":
                 value: Any = str_arg(args, 0, prop)
@@ -237,3 +241,45 @@ class AbletonAdapter(HostAdapter):
             self._pending.pop(req, None)
         if not answer or answer[0] != "ok":
             raise AdapterError(f"Live could not insert the clip: {answer[1] if len(answer) > 1 else answer}")
+
+    # ------------------------------------------------------------- queries (Sketch -> part)
+    def query(self, address: str, *args: Any, timeout_s: float = 5.0, match: tuple = ()) -> tuple:
+        """Send a getter to AbletonOSC and wait for its reply on the same address; `match` is
+        the leading values the reply must echo (AbletonOSC echoes the track/clip ids)."""
+        waiters = self._query_waiters
+        if address not in self._query_mapped:
+            self._query_mapped.add(address)
+            self.osc.map(address, self._on_query_reply)
+        done, box = threading.Event(), []
+        key = (address, tuple(match))
+        waiters.setdefault(key, []).append((done, box))
+        try:
+            self.send(address, *args)
+            if not done.wait(timeout_s):
+                raise AdapterError(f"Live did not answer {address} within {timeout_s:.0f} s: is AbletonOSC running?")
+        finally:
+            entries = waiters.get(key, [])
+            if (done, box) in entries:
+                entries.remove((done, box))
+        return tuple(box)
+
+    def _on_query_reply(self, sender, address, *args):
+        self.seen()
+        waiters = self._query_waiters
+        for (wanted, match), entries in list(waiters.items()):
+            if wanted == address and tuple(args[:len(match)]) == match and entries:
+                done, box = entries.pop(0)
+                box.extend(args)
+                done.set()
+                return
+
+    # ------------------------------------------------------------- Jam: one named track
+    def insert_on_named_track(self, path: str, position_s: float, track_name: str, *, length_s: float | None = None,
+                              timeout_s: float = 10.0) -> None:
+        """Insert on the track called `track_name`, or on a new track of that name when Live has none."""
+        names = [str(n) for n in self.query("/live/song/get/track_names", timeout_s=min(timeout_s, 5.0))]
+        if track_name in names:
+            self.insert(path, position_s, track=names.index(track_name), length_s=length_s, timeout_s=timeout_s)
+        else:
+            self.insert(path, position_s, new_track=True, track_name=track_name, length_s=length_s,
+                        timeout_s=timeout_s)

@@ -280,8 +280,93 @@ local function insert(cmd)
   return "ok=1\npath=" .. path .. "\n"
 end
 
+-- ------------------------------------------------------------------ read_midi (Sketch -> part)
+-- Writes the notes of the selected MIDI item(s), or else of the MIDI items in the time selection,
+-- to cmd.path in project quarter notes (bridge/sketch.py parses it):
+--   track_name=<name of the first item's track>   start_qn=<span start>   end_qn=<span end>
+--   program=<channel> <program>                   note=<start_qn> <end_qn> <pitch> <velocity> <channel>
+local function midi_items()
+  local items = {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, i)
+    local take = reaper.GetActiveTake(item)
+    if take and reaper.TakeIsMIDI(take) then items[#items + 1] = item end
+  end
+  if #items > 0 then return items, nil end
+  local sel_start, sel_end = reaper.GetSet_LoopTimeRange2(0, false, false, 0, 0, false)
+  if sel_end <= sel_start then return items, nil end
+  for t = 0, reaper.CountTracks(0) - 1 do
+    local track = reaper.GetTrack(0, t)
+    for i = 0, reaper.CountTrackMediaItems(track) - 1 do
+      local item = reaper.GetTrackMediaItem(track, i)
+      local take = reaper.GetActiveTake(item)
+      local a = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+      local b = a + reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+      if take and reaper.TakeIsMIDI(take) and a < sel_end and b > sel_start then items[#items + 1] = item end
+    end
+  end
+  return items, { sel_start, sel_end }
+end
+
+local function read_midi(cmd)
+  if not cmd.path or cmd.path == "" then return "error=read_midi needs a path\n" end
+  local items, selection = midi_items()
+  if #items == 0 then
+    return "error=no MIDI item selected: select a MIDI item (or make a time selection over one)\n"
+  end
+  local lines, span_a, span_b = {}, nil, nil
+  local _, track_name = reaper.GetTrackName(reaper.GetMediaItem_Track(items[1]))
+  for _, item in ipairs(items) do
+    local take = reaper.GetActiveTake(item)
+    local a = reaper.GetMediaItemInfo_Value(item, "D_POSITION")
+    local b = a + reaper.GetMediaItemInfo_Value(item, "D_LENGTH")
+    if selection then a, b = math.max(a, selection[1]), math.min(b, selection[2]) end
+    local qa, qb = reaper.TimeMap2_timeToQN(0, a), reaper.TimeMap2_timeToQN(0, b)
+    span_a = span_a and math.min(span_a, qa) or qa
+    span_b = span_b and math.max(span_b, qb) or qb
+    local _, notes, ccs = reaper.MIDI_CountEvts(take)
+    for i = 0, ccs - 1 do
+      local _, _, muted, _, chanmsg, chan, msg2 = reaper.MIDI_GetCC(take, i)
+      if chanmsg == 0xC0 and not muted then lines[#lines + 1] = string.format("program=%d %d", chan, msg2) end
+    end
+    for i = 0, notes - 1 do
+      local _, _, muted, p0, p1, chan, pitch, vel = reaper.MIDI_GetNote(take, i)
+      local n0, n1 = reaper.MIDI_GetProjQNFromPPQPos(take, p0), reaper.MIDI_GetProjQNFromPPQPos(take, p1)
+      n0, n1 = math.max(n0, qa), math.min(n1, qb)  -- the item's edges cut its notes, as REAPER plays them
+      if not muted and n1 > n0 then
+        lines[#lines + 1] = string.format("note=%.9f %.9f %d %d %d", n0, n1, pitch, vel, chan)
+      end
+    end
+  end
+  table.insert(lines, 1, string.format("end_qn=%.9f", span_b))
+  table.insert(lines, 1, string.format("start_qn=%.9f", span_a))
+  table.insert(lines, 1, "track_name=" .. one_line(track_name or ""))
+  if not write_atomic(cmd.path, table.concat(lines, "\n") .. "\n") then
+    return "error=cannot write " .. one_line(cmd.path) .. "\n"
+  end
+  return "ok=1\npath=" .. cmd.path .. "\n"
+end
+
+-- ------------------------------------------------------------------ insert_named (Jam)
+-- Like insert, on the track named cmd.track_name; that track is made at the end when missing.
+local function insert_named(cmd)
+  local name = cmd.track_name or ""
+  if name == "" then return "error=insert_named needs a track_name\n" end
+  for i = 0, reaper.CountTracks(0) - 1 do
+    local _, track_name = reaper.GetTrackName(reaper.GetTrack(0, i))
+    if track_name == name then
+      cmd.track, cmd.new_track = tostring(i), "0"
+      return insert(cmd)
+    end
+  end
+  cmd.track, cmd.new_track = tostring(reaper.CountTracks(0) - 1), "1"
+  return insert(cmd)
+end
+
 -- ------------------------------------------------------------------ main loop
 local handlers = { render = render, insert = insert }
+handlers.read_midi = read_midi  -- Sketch -> part (bridge/sketch.py)
+handlers.insert_named = insert_named  -- Jam (bridge/jam.py)
 local last_state, last_write, last_poll = "", 0, 0
 
 local function handle_commands()

@@ -423,3 +423,29 @@ class ReaperAdapter(HostAdapter):
                       track=-1 if track is None else int(track), new_track=new_track,
                       track_name=track_name.replace("\n", " "), replace=replace,
                       length="" if length_s is None else f"{length_s:.9f}", group=group)
+
+    # ------------------------------------------------------------- MIDI (Sketch -> part)
+    def read_midi(self, dest_path: str, timeout_s: float = 15.0) -> str:
+        """The notes of the selected MIDI item(s) as text (see bridge/sketch.parse_reaper_notes)."""
+        dest_path = os.path.abspath(dest_path)
+        os.makedirs(os.path.dirname(dest_path), exist_ok=True)
+        reply = self._command("read_midi", timeout_s, path=dest_path)
+        path = reply.get("path") or dest_path
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError as exc:
+            raise AdapterError(f"REAPER reported the MIDI notes in {path} but it cannot be read: {exc}") from None
+        finally:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------- Jam: one named track
+    def insert_on_named_track(self, path: str, position_s: float, track_name: str, *, length_s: float | None = None,
+                              timeout_s: float = 30.0) -> None:
+        """Insert on the track called `track_name` (made at the end of the project when missing)."""
+        self._command("insert_named", timeout_s, path=os.path.abspath(path), position=f"{position_s:.9f}",
+                      track=-1, new_track=0, track_name=track_name.replace("\n", " "), replace=0,
+                      length="" if length_s is None else f"{length_s:.9f}")

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 from huggingface_hub import snapshot_download
 
-from engine.checkpoints import (CORE_SET, REGISTRY, CheckpointSpec, describe_root, folder_size,
-                                resolve_root, spec_for, validate_folder)
+from engine.checkpoints import (CORE_SET, REGISTRY, TINY_WARNING, CheckpointSpec, describe_root, folder_size,
+                                is_tiny, resolve_root, spec_for, validate_folder)
 from engine.types import CheckpointError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
     choice.add_argument("--model", metavar="NAME", action="append", default=None,
                         help="download this folder (repeatable); a name from --list, or an LM size "
                              "0.6B / 1.7B / 4B")
-    choice.add_argument("--all", action="store_true", help="download every folder in the registry (about 44 GB)")
+    choice.add_argument("--all", action="store_true", help="download every folder in the registry (about 104 GB, of which the three XL DiTs are 60 GB)")
     choice.add_argument("--list", action="store_true",
                         help="list the known folders and what is on disk, then exit")
 
@@ -83,11 +83,15 @@ def print_list(root: Path) -> None:
     print(f"{'name':<30} {'kind':<13} {'status':<11} {'on disk':>9} {'download':>9}  source")
     for entry in describe_root(root):
         status = "complete" if entry["complete"] else ("incomplete" if entry["present"] else "missing")
+        if entry.get("tiny"):
+            status = "tiny"
         core = " (core)" if entry["name"] in CORE_SET else ""
         print(f"{entry['name']:<30} {entry['kind']:<13} {status:<11} {_human(entry['size']):>9} "
               f"{_human(entry['approx_size']):>9}  {entry['repo_id']}{core}")
         if entry["problem"]:
             print(f"    problem: {entry['problem']}")
+        elif entry.get("tiny"):
+            print(f"    {TINY_WARNING} (from make-tiny-checkpoints); `ace-companion download` replaces them")
 
 
 def download_folder(spec: CheckpointSpec, root: Path, endpoint: str) -> Path:
@@ -142,6 +146,10 @@ def run(args) -> int:
 
     todo = []
     for spec in specs:
+        if is_tiny(root / spec.name):
+            print(f"{spec.name}: {TINY_WARNING} in {root / spec.name}; replacing them with the real weights")
+            todo.append(spec)
+            continue
         try:
             validate_folder(root / spec.name, spec.kind)
             print(f"{spec.name}: already complete in {root / spec.name}")
@@ -163,6 +171,8 @@ def run(args) -> int:
         print(f"[{number}/{len(todo)}] {spec.name} from {spec.repo_id} (about {_human(spec.approx_size)}) "
               f"-> {root / spec.name}", flush=True)
         try:
+            if is_tiny(root / spec.name):
+                shutil.rmtree(root / spec.name)  # random files must not pass for cached real ones
             folder = download_folder(spec, root, endpoint)
         except CheckpointError as exc:
             print(f"download: {spec.name}: downloaded but incomplete: {exc}", file=sys.stderr)

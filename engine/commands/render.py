@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-short-region", action="store_true",
                         help="accept repaint regions outside 3-90 s (for parity fixtures; normal use keeps "
                              "the limit)")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="torch.compile the DiT step: auto (default) = on for cuda, off for cpu")
+    parser.add_argument("--low-vram", action="store_true",
+                        help="keep the text encoder, VAE and LM in CPU memory between stages, so only the DiT "
+                             "stays on the GPU (automatic when the GPU is too small for everything)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
@@ -95,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress(_event("load", f"loading models from {args.checkpoints or 'default checkpoints'} (DiT {dit})"))
         lm = args.lm or (_first_lm(args.checkpoints) if request.thinking else None)
-        pipeline = Pipeline.from_checkpoints(args.checkpoints, dit=dit, lm=lm, device=args.device, dtype=args.dtype)
+        pipeline = Pipeline.from_checkpoints(args.checkpoints, dit=dit, lm=lm, device=args.device, dtype=args.dtype,
+                                             compile=args.compile, low_vram=True if args.low_vram else None,
+                                             warm_up_s=())
         pipeline.enforce_region_limits = not args.allow_short_region
         result = pipeline.generate(request, progress=progress, dump=bool(args.dump))
     except RequestError as exc:

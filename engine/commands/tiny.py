@@ -6,11 +6,15 @@ weights (a few MB each), so the whole pipeline can be exercised in seconds on a 
 
     DIR/acestep-v15-turbo*/ acestep-v15-sft/ acestep-v15-base/   DiT: config.json, model.safetensors,
                                                                   silence_latent.pt
+    DIR/acestep-v15-xl-{turbo,sft,base}/   XL DiT: 4 shards model-0000N-of-00004.safetensors +
+                                           model.safetensors.index.json, like the published XL repos
+    DIR/loras/tiny-xl-turbo-lora/   a PEFT LoRA for the tiny XL turbo DiT (upstream's trainer format)
     DIR/vae/                    diffusers AutoencoderOobleck (real hop 1920, 64 latent channels)
     DIR/Qwen3-Embedding-0.6B/   transformers Qwen3Model + byte-level BPE tokenizer
     DIR/acestep-5Hz-lm-*/       with --with-lm, written by engine.lm.tiny.make_tiny_lm
 
-The DiT architecture equals the parity checkpoints in tests/data/parity (hidden 64, 2 layers).
+The DiT architecture equals the parity checkpoints in tests/data/parity (hidden 64, 2 layers); the
+XL folders equal tests/data/parity-xl (DiT width 80, condition encoder width 64).
 Nothing here is a trained model: the audio it renders is noise.
 """
 
@@ -22,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
-from engine.checkpoints import DIT_MODELS, LM_MODELS, TEXT_ENCODER_DIR, VAE_DIR
+from engine.checkpoints import DIT_MODELS, LM_MODELS, TEXT_ENCODER_DIR, TINY_MARKER, TINY_WARNING, VAE_DIR
 
 # The parity checkpoints' DiT config (tests/data/parity/checkpoints/acestep-v15-turbo/config.json).
 TINY_DIT_CONFIG = {
@@ -68,6 +72,21 @@ TINY_DIT_CONFIG = {
     "use_sliding_window": True,
     "vocab_size": 64003,
 }
+
+# The parity-xl checkpoints' XL changes (tests/data/parity-xl): a DiT wider than its condition encoder,
+# attention width (6 x 16) different from the hidden size.
+TINY_XL_CHANGES = {
+    "hidden_size": 80,
+    "intermediate_size": 176,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "encoder_hidden_size": 64,
+    "encoder_intermediate_size": 128,
+    "encoder_num_attention_heads": 4,
+    "encoder_num_key_value_heads": 2,
+}
+XL_SHARDS = 4
+TINY_LORA, TINY_LORA_DIT = "tiny-xl-turbo-lora", "acestep-v15-xl-turbo"  # loras/<name>/ for that DiT
 
 # The parity VAE: real hop (2*4*4*6*10 = 1920 samples per latent frame), narrow decoder.
 # encoder_hidden_size stays 128 because diffusers ties it to the 2 x 64 mean/scale output.
@@ -162,12 +181,13 @@ def _log_default(message: str) -> None:
 def dit_config(name: str) -> dict:
     """config.json for a DiT folder: the tiny architecture plus the variant's flags and auto_map."""
     turbo = "turbo" in name
+    xl = "-xl-" in name
     version = "turbo" if turbo else ("sft" if "sft" in name else "base")
-    config = dict(TINY_DIT_CONFIG)
+    config = dict(TINY_DIT_CONFIG, **(TINY_XL_CHANGES if xl else {}))
+    module = ("modeling_acestep_v15_xl_" if xl else "modeling_acestep_v15_") + ("turbo" if turbo else "base")
     config["auto_map"] = {
         "AutoConfig": "configuration_acestep_v15.AceStepConfig",
-        "AutoModel": ("modeling_acestep_v15_turbo" if turbo else "modeling_acestep_v15_base")
-        + ".AceStepConditionGenerationModel",
+        "AutoModel": module + ".AceStepConditionGenerationModel",
     }
     config["is_turbo"] = turbo
     config["model_version"] = version
@@ -210,9 +230,34 @@ def write_dit(folder: Path, name: str, seed: int, silence_latent) -> Path:
     _randomise(model, seed)
     state = {key: tensor.detach().to(torch.float32).contiguous() for key, tensor in model.state_dict().items()}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if "-xl-" in name:
+        save_sharded(state, folder, XL_SHARDS)
+    else:
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     torch.save(silence_latent.clone(), str(folder / "silence_latent.pt"))
     return folder
+
+
+def save_sharded(state: dict, folder: Path, shards: int) -> None:
+    """`model-0000i-of-0000n.safetensors` files of about equal size plus `model.safetensors.index.json`,
+    the layout `save_pretrained` gives the published XL weights."""
+    from safetensors.torch import save_file
+
+    sizes = {key: tensor.numel() * tensor.element_size() for key, tensor in state.items()}
+    total = sum(sizes.values())
+    groups: list[dict] = [{} for _ in range(shards)]
+    done = 0
+    for key, tensor in state.items():
+        groups[min(shards - 1, done * shards // total)][key] = tensor
+        done += sizes[key]
+    weight_map = {}
+    for number, group in enumerate(groups, 1):
+        file_name = f"model-{number:05d}-of-{shards:05d}.safetensors"
+        save_file(group, str(folder / file_name), metadata={"format": "pt"})
+        weight_map.update({key: file_name for key in group})
+    index = {"metadata": {"total_parameters": sum(t.numel() for t in state.values()), "total_size": total},
+             "weight_map": dict(sorted(weight_map.items()))}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def make_silence_latent(seed: int):
@@ -221,6 +266,34 @@ def make_silence_latent(seed: int):
 
     generator = torch.Generator().manual_seed(seed)
     return torch.randn((1, 64, SILENCE_LATENT_FRAMES), generator=generator, dtype=torch.float32)
+
+
+def write_tiny_lora(folder: Path, dit_name: str, seed: int, rank: int = 4, alpha: int = 8) -> Path:
+    """A random PEFT LoRA for a tiny DiT in upstream's trainer format (adapter_config.json +
+    adapter_model.safetensors on q/k/v/o of self- and cross-attention), to try the LoRA flow."""
+    import torch
+    from safetensors.torch import save_file
+
+    config = dit_config(dit_name)
+    width, heads, kv_heads, head_dim = (config["hidden_size"], config["num_attention_heads"],
+                                        config["num_key_value_heads"], config["head_dim"])
+    sizes = {"q_proj": (width, heads * head_dim), "k_proj": (width, kv_heads * head_dim),
+             "v_proj": (width, kv_heads * head_dim), "o_proj": (heads * head_dim, width)}
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(config["num_hidden_layers"]):
+        for attention in ("self_attn", "cross_attn"):
+            for proj, (fan_in, fan_out) in sizes.items():
+                key = f"base_model.model.layers.{layer}.{attention}.{proj}"
+                tensors[f"{key}.lora_A.weight"] = torch.randn((rank, fan_in), generator=generator) / fan_in ** 0.5
+                tensors[f"{key}.lora_B.weight"] = 0.06 * torch.randn((fan_out, rank), generator=generator)
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter_config = {"peft_type": "LORA", "task_type": "FEATURE_EXTRACTION", "r": rank, "lora_alpha": alpha,
+                      "lora_dropout": 0.0, "bias": "none", "use_rslora": False, "use_dora": False,
+                      "target_modules": sorted(sizes), "base_model_name_or_path": dit_name, "inference_mode": True}
+    (folder / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    return folder
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +309,7 @@ def write_vae(folder: Path, seed: int) -> Path:
     with warnings.catch_warnings():  # diffusers builds Oobleck with the legacy weight_norm
         warnings.simplefilter("ignore", FutureWarning)
         vae = AutoencoderOobleck(**TINY_VAE_CONFIG)
-    vae.to(torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
+    torch.nn.Module.to(vae, torch.bfloat16).save_pretrained(str(folder), safe_serialization=True)
     return folder
 
 
@@ -343,13 +416,26 @@ def make_tiny_checkpoints(root, seed: int = 0, with_lm: bool = False, dits: Iter
         if name in dits:
             written.append(write_dit(root / name, name, seed * 1000 + 10 + index, silence))
             log(f"wrote {root / name} (DiT, is_turbo={dit_config(name)['is_turbo']})")
+    if TINY_LORA_DIT in dits:
+        written.append(write_tiny_lora(root / "loras" / TINY_LORA, TINY_LORA_DIT, seed * 1000 + 3))
+        log(f"wrote {root / 'loras' / TINY_LORA} (LoRA for {TINY_LORA_DIT}, PEFT format)")
     written.append(write_vae(root / VAE_DIR, seed * 1000 + 1))
     log(f"wrote {root / VAE_DIR} (AutoencoderOobleck, hop 1920, 64 latent channels)")
     written.append(write_text_encoder(root / TEXT_ENCODER_DIR, seed * 1000 + 2))
     log(f"wrote {root / TEXT_ENCODER_DIR} (Qwen3Model + byte-level BPE tokenizer)")
     if with_lm:
         written.extend(_write_lms(root, seed, log))
+    for folder in written:
+        write_tiny_marker(folder, seed)
     return written
+
+
+def write_tiny_marker(folder: Path, seed: int) -> None:
+    """Mark a folder as random weights, so `download`, the engine and the window can say so."""
+    note = {"tiny": True, "seed": seed, "warning": TINY_WARNING,
+            "replace_with": "ace-companion download (replaces these folders with the published weights)"}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / TINY_MARKER).write_text(json.dumps(note, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_lms(root: Path, seed: int, log: Callable[[str], None]) -> list[Path]:
@@ -389,6 +475,7 @@ def run(args) -> int:
     except OSError as exc:
         print(f"make-tiny-checkpoints: cannot write to {root} ({exc.strerror or exc})", file=sys.stderr)
         return 1
-    print(f"tiny checkpoints ready: use --checkpoints {root.resolve()} or "
-          f"ACE_COMPANION_CHECKPOINTS={root.resolve()}")
+    print(f"tiny checkpoints ready ({TINY_WARNING}): use --checkpoints {root.resolve()} or "
+          f"ACE_COMPANION_CHECKPOINTS={root.resolve()}; `ace-companion download` replaces them with "
+          f"the real weights")
     return 0

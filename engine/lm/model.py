@@ -14,29 +14,18 @@ from pathlib import Path
 import torch
 
 from engine.checkpoints import validate_folder
+from engine.devices import resolve_device, resolve_dtype
 from engine.lm import constants as C
 from engine.lm.tables import FSMTables
-from engine.types import CheckpointError, EngineError
+from engine.types import CheckpointError
 
 
 def default_device(device: str | None) -> str:
-    if device:
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            raise EngineError("device: CUDA was requested but torch sees no CUDA device")
-        return str(device)
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(device))
 
 
 def default_dtype(device: str, dtype: torch.dtype | str | None) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if isinstance(dtype, str):
-        try:
-            return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                    "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-        except KeyError:
-            raise CheckpointError(f"unknown dtype '{dtype}': use float32 or bfloat16") from None
-    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    return resolve_dtype(torch.device(device), dtype)
 
 
 def system_message(instruction: str) -> dict:

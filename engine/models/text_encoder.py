@@ -25,6 +25,9 @@ class TokenBatch:
 
 
 class TextEncoder:
+    """Caption encoder and lyric embedding table. (`--low-vram` parks it in CPU memory between stages:
+    engine/vram.py.)"""
+
     def __init__(self, tokenizer, model, device, dtype):
         self.tokenizer = tokenizer
         self.model = model

@@ -24,11 +24,15 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from engine import __version__
+from engine.checkpoints import TINY_WARNING, tiny_in_use
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
 from engine.service.upstream import add_upstream_routes, model_inventory
+from engine.lora import list_adapters
+from engine.service.lora_routes import add_lora_routes
 from engine.service.guard import Guard, GuardSettings, allowed_host_set
 from engine.service.http_common import HTTPProblem, check_content_length, loads_json, read_form, save_upload
 from engine.types import EngineError
@@ -134,6 +138,12 @@ def create_app(service: EngineService, token: str | None = None,
     async def _unknown_job(_: Request, exc: UnknownJob):
         return JSONResponse({"detail": f"no job with id '{exc.args[0]}'", "field": None}, status_code=404)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect):
+        # a client that drops an upload halfway: one line in the log, not a traceback
+        service.log(f"{request.method} {request.url.path}: the client disconnected before the request was read")
+        return JSONResponse({"detail": "client disconnected", "field": None}, status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
         errors = exc.errors()
@@ -150,13 +160,15 @@ def create_app(service: EngineService, token: str | None = None,
     @app.get("/health", summary="Engine status: models, device, memory, queue")
     async def health() -> dict:
         info = service.info()
+        tiny = _tiny_weights(info)
         return {
             "status": "ok", "version": __version__, "uptime_s": round(time.time() - service.started_at, 1),
             "device": info.get("device"), "dtype": info.get("dtype"), "dit": info.get("dit"),
             "lm": info.get("lm"), "checkpoints": info.get("checkpoints"), "results": str(service.store.root),
             "memory": memory_status(), "queue": service.queue_counts(),
             "max_upload_bytes": service.max_upload_bytes, "auth": bool(app.state.token),
-            "disk": service.store.disk_status(),
+            "disk": service.store.disk_status(), "lora": info.get("lora"), "vram": info.get("vram"),
+            "tiny_weights": tiny, "warning": TINY_WARNING if tiny else None,
             # upstream ACE-Step 1.5 clients read the same answer wrapped in `data`
             "data": {"status": "ok", "service": "ACE Companion engine", "version": __version__},
             "code": 200, "error": None, "timestamp": int(time.time() * 1000),
@@ -233,6 +245,7 @@ def create_app(service: EngineService, token: str | None = None,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     add_upstream_routes(app, service)
+    add_lora_routes(app, service)
     document_errors(app)
     app.add_middleware(Guard)  # wraps every route, also those added to `app` later
     if allow_origins:  # added last so it wraps the token check and answers preflight requests itself
@@ -370,6 +383,15 @@ def _form_bool(name: str, value: str) -> bool:
     raise HTTPProblem(422, f"{name}: expected true or false, got {value!r}", name)
 
 
+def _tiny_weights(info: dict) -> bool:
+    """Whether the loaded models come from `make-tiny-checkpoints` (random weights: noise)."""
+    root = info.get("checkpoints")
+    try:
+        return bool(root) and tiny_in_use(root, info.get("dit"), info.get("lm"))
+    except OSError:
+        return False
+
+
 def models_json(service: EngineService) -> dict:
     """Loaded models plus the folders found under the checkpoints root."""
     info = service.info()
@@ -387,7 +409,7 @@ def models_json(service: EngineService) -> dict:
     loaded_dit, loaded_lm = info.get("dit"), info.get("lm")
     return {
         "dit": loaded_dit, "lm": loaded_lm, "device": info.get("device"), "dtype": info.get("dtype"),
-        "checkpoints": root, "dits": dits, "lms": lms,
+        "checkpoints": root, "dits": dits, "lms": lms, "loras": list_adapters(root) if root else [],
         # upstream ACE-Step 1.5 shape, for its clients
         "data": model_inventory(service),
         "code": 200, "error": None,

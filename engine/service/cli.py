@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="model dtype (default: bfloat16 on cuda, float32 on cpu)")
     parser.add_argument("--dit", default="acestep-v15-turbo", help="DiT checkpoint folder to load at start")
+    parser.add_argument("--low-vram", action="store_true",
+                        help="keep the text encoder, VAE and LM in CPU memory between stages, so only the DiT "
+                             "stays on the GPU (automatic when the GPU is too small for everything)")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="torch.compile the DiT step: auto (default) = on for cuda (CUDA graphs, compiled and "
+                             "warmed up for 20 s and 30 s requests at start), off for cpu")
     parser.add_argument("--lm", default="none", help="5 Hz LM planner to load: none, 0.6B, 1.7B or 4B")
     parser.add_argument("--results", metavar="DIR", default="results",
                         help="folder for rendered audio, sidecars, uploads and job files (default ./results)")
@@ -90,13 +96,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         from engine.pipeline import Pipeline
 
-        pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype)
+        pipeline = Pipeline.from_checkpoints(root, dit=args.dit, lm=lm, device=args.device, dtype=args.dtype,
+                                             compile=args.compile, low_vram=True if args.low_vram else None)
     except EngineError as exc:
         print(f"ace-companion engine: cannot load models: {exc}", file=sys.stderr)
         return 1
     info = pipeline.info()
+    from engine.checkpoints import TINY_WARNING, tiny_in_use
+    tiny = tiny_in_use(root, info.get("dit"), info.get("lm"))
     print(f"engine: ready on {info.get('device')} ({info.get('dtype')}), DiT {info.get('dit')}, "
-          f"LM {info.get('lm') or 'none'}", file=sys.stderr, flush=True)
+          f"LM {info.get('lm') or 'none'}" + (f"; {TINY_WARNING} (`ace-companion download` fetches the real "
+                                              f"ones)" if tiny else ""), file=sys.stderr, flush=True)
+    if pipeline.vram.offload:
+        print(f"engine: low-VRAM mode ({pipeline.vram.reason}): text encoder, VAE and LM wait in CPU memory "
+              f"between stages", file=sys.stderr, flush=True)
 
     service = EngineService(pipeline, results_dir=args.results,
                             max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_roots=args.allow_path)

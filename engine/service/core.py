@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.request import GenerationRequest, RequestError
-from engine.service.store import JOBS_DIR, UPLOADS_DIR, Store, is_valid_id, new_id
+from engine.service.store import Store, is_valid_id, new_id
 from engine.types import Cancelled, EngineError, ProgressEvent
 
 PRIORITIES = ("interactive", "background")
@@ -58,15 +58,17 @@ class Job:
     seeds: list[int] | None = None
     models: dict[str, Any] | None = None
     timings: dict[str, float] | None = None
+    work: dict[str, Any] | None = None
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
     autogen_parent: str | None = None
     autogen_next: str | None = None
     cancel_requested: bool = False  # runtime only
+    parsed: GenerationRequest | None = field(default=None, repr=False)  # runtime only: validated once
 
     _PERSISTED = ("id", "request", "priority", "autogen", "seq", "state", "progress", "error", "results",
-                  "lm_plan", "seeds", "models", "timings", "created_at", "started_at", "finished_at",
+                  "lm_plan", "seeds", "models", "timings", "work", "created_at", "started_at", "finished_at",
                   "autogen_parent", "autogen_next")
 
     def record(self) -> dict[str, Any]:
@@ -189,8 +191,7 @@ class EngineService:
                 changed = True
             self._jobs[job.id] = job
             for result in job.results:
-                if result.get("file_id") and result.get("path"):
-                    self._result_files[result["file_id"]] = Path(result["path"])
+                self._remember_result_files(result)
             if job.state == "queued":
                 self._queues[job.priority].append(job)
             if changed:
@@ -221,7 +222,7 @@ class EngineService:
                 self._check_input(name, value)
         with self._lock:
             job = Job(id=new_id(), request=parsed.to_dict(), priority=priority, autogen=autogen,
-                      seq=next(self._seq), autogen_parent=autogen_parent)
+                      seq=next(self._seq), autogen_parent=autogen_parent, parsed=parsed)
             self._jobs[job.id] = job
             self._persist(job)
             self._queues[priority].append(job)
@@ -434,7 +435,7 @@ class EngineService:
 
     def _run(self, job: Job) -> None:
         try:
-            request = self._resolved_request(job.request)
+            request = self._resolved_request(job)
             with self._pipeline_lock:
                 self._load_lm_for_thinking(job, request)
                 output = self.pipeline.generate(request, progress=lambda ev: self._on_progress(job, ev),
@@ -470,9 +471,10 @@ class EngineService:
             job.seeds = [int(s) for s in output.seeds]
             job.models = dict(output.models or {})
             job.timings = {k: float(v) for k, v in (output.timings or {}).items()}
+            job.work = getattr(output, "work", None) or dict(UNCOUNTED_WORK)
             job.lm_plan = output.lm_plan
             for result in results:
-                self._result_files[result["file_id"]] = Path(result["path"])
+                self._remember_result_files(result)
             if job.autogen and not self._stopping:
                 self._queue_follow_up(job)  # before "done", so listeners see `autogen_next`
             self._finish(job, "done", None)
@@ -530,6 +532,14 @@ class EngineService:
                     "sample_rate": sample_rate, "format": audio_format, "file_id": file_id,
                     "url": f"/v1/files/{file_id}", "name": path.name, "path": str(path),
                 })
+                full = getattr(output, "full_audio", None)
+                if full is not None:  # only part of the take came back: keep the whole take as a source
+                    from engine.audio_io import write_audio  # local: the service module stays torch-free
+
+                    take_path = path.with_name(f"{path.stem}-take.wav")
+                    written.append(take_path)
+                    write_audio(take_path, full[index])
+                    results[-1].update(take_file_id=new_id(), take_path=str(take_path))
         except Exception as exc:  # disk full, read-only, or libsndfile's "System error."
             self.store.remove_results(job.id, written)
             raise ResultWriteError(self.store.write_problem(exc)) from None
@@ -538,6 +548,12 @@ class EngineService:
         return results
 
     # ================================================================ helpers
+    def _remember_result_files(self, result: dict[str, Any]) -> None:
+        """A result's file id (and its whole take's, when only part came back) -> path."""
+        for id_key, path_key in (("file_id", "path"), ("take_file_id", "take_path")):
+            if result.get(id_key) and result.get(path_key):
+                self._result_files[result[id_key]] = Path(result[path_key])
+
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         with self._lock:
             if self._running is job:
@@ -636,7 +652,9 @@ class EngineService:
             return None, (f"'{value[:200]}' is not an absolute path; the engine does not expand '~' or read "
                           f"relative paths (upload the audio with POST /v1/files)")
         real = Path(os.path.realpath(value))
-        if self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots):
+        records = (self.store.jobs_dir, self.store.uploads_dir)  # never by path, even under an allowed root
+        if not any(_inside(real, folder) for folder in records) and (
+                self._is_result_file(real) or any(_inside(real, root) for root in self.allowed_roots)):
             if real.is_file():
                 return real, None
             return None, f"file not found on the engine machine: {value[:200]}"
@@ -662,14 +680,25 @@ class EngineService:
                     return f"input {name} is gone: {problem}"
         return None
 
-    def _resolved_request(self, request: dict[str, Any]) -> GenerationRequest:
-        """The stored request with `file:<id>` references turned into paths on this machine."""
-        data = dict(request)
+    def _resolved_request(self, job: Job) -> GenerationRequest:
+        """The job's validated request with `file:<id>` references turned into paths on this machine.
+
+        The request was validated when it was submitted (or when a restarted engine read it back);
+        only the audio inputs are swapped here, nothing is checked twice.
+        """
+        if job.parsed is None:
+            job.parsed = GenerationRequest.from_dict(job.request)
+        paths = {}
         for name in AUDIO_INPUT_FIELDS:
-            value = data.get(name)
+            value = getattr(job.parsed, name)
             if isinstance(value, str) and value:
-                data[name] = str(self._check_input(name, value))  # the resolved path, checked again now
-        return GenerationRequest.from_dict(data)
+                paths[name] = str(self._check_input(name, value))  # the resolved path, checked again now
+        return job.parsed.with_inputs(**paths)
+
+
+# `work` of a job whose pipeline does not count its work (stand-ins in tests).
+UNCOUNTED_WORK = {"encoded_frames": 0, "decoded_frames": 0, "dit_tokens": 0, "dit_steps": 0,
+                  "decoder_receptive_field": 0, "cache": {"source": "none", "conditioning": "miss"}}
 
 
 def check_model_name(name: str, value: str) -> None:

@@ -5,13 +5,16 @@ One ASGI middleware wraps every route (ours, the upstream-compatible ones, and a
 1. **Host.** The `Host` header must name this engine: `localhost`, `127.0.0.1`, `[::1]`, the bound
    address, or a name given with `--allow-host`. A web page that re-points its own domain at
    127.0.0.1 (DNS rebinding) still sends its own domain as `Host`, so it is refused.
-2. **Origin.** A browser names the page that makes a request in `Origin`. Only the engine's own
-   origin (its /docs page) and the `--allow-origin` list may call it.
+2. **Origin.** A browser names the page that makes a request in `Origin`. Pages served by this
+   machine (`http://localhost:*`, `http://127.0.0.1:*`: the engine's /docs, ACE-Step-DAW's dev
+   server proxying to the engine) and the `--allow-origin` list may call it; pages from anywhere
+   else are refused. (Reading answers from a page still needs CORS, i.e. `--allow-origin`.)
 3. **Token.** With `--token`, `Authorization: Bearer TOKEN` is checked here, before the body. The two
    upstream routes that also take `ai_token` in the body may read at most a small body without it.
 4. **Not a simple request.** A page can POST `text/plain`, a form or multipart to any address
-   without asking the browser first. On an engine without a token, a POST must therefore carry a
-   JSON content type or the `X-ACE-Companion` header (which `engine.client.EngineClient` sends);
+   without asking the browser first. On an engine without a token, a POST that is not from one
+   of the pages above must therefore carry a JSON content type or the `X-ACE-Companion` header
+   (which `engine.client.EngineClient` sends);
    browsers ask first (CORS preflight) before sending either, and the engine says no unless
    `--allow-origin` lets the page in. PUT and DELETE are never simple, so browsers always ask.
 5. **Size.** A `Content-Length` over the route's limit is a 413 at once; a body without one is
@@ -164,8 +167,9 @@ def _refusal(scope: dict, headers: dict[str, str], settings: GuardSettings) -> t
         return (403, f"Host '{shown}' is not a name of this engine; if you reach it under that name on "
                      f"purpose, start it with --allow-host {host or 'NAME'}", "host", {})
     origin = headers.get("origin")
-    trusted_page = origin is not None and (origin in settings.allowed_origins or "*" in settings.allowed_origins)
-    if origin is not None and not trusted_page and not _same_origin(origin, host_header):
+    trusted_page = origin is not None and (origin in settings.allowed_origins or "*" in settings.allowed_origins
+                                           or _same_origin(origin, host_header) or _loopback_origin(origin))
+    if origin is not None and not trusted_page:
         return (403, f"requests from the web page at {origin} are refused; start the engine with "
                      f"--allow-origin {origin} to let that page use it", "origin", {})
     method = scope.get("method", "GET").upper()
@@ -199,6 +203,15 @@ def _content_length(headers: dict[str, str]) -> int | None:
     if not text.isdigit():
         return None
     return int(text) if len(text) <= 18 else 10 ** 18  # no 5,000-digit int() on a header
+
+
+def _loopback_origin(origin: str) -> bool:
+    """A page served by this machine (http://localhost:5174, a dev server proxying to the engine)."""
+    try:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS
+    except ValueError:
+        return False
 
 
 def _same_origin(origin: str, host_header: str) -> bool:

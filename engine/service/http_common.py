@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from fastapi import Request, UploadFile
+from starlette.requests import ClientDisconnect
 
 from engine.service.core import EngineService
 from engine.service.guard import BodyTooLarge
@@ -55,8 +56,8 @@ async def read_form(request: Request) -> Any:
                           "content-type")
     try:
         return await request.form(max_files=4, max_fields=200)
-    except BodyTooLarge:
-        raise
+    except (BodyTooLarge, ClientDisconnect):
+        raise  # a client that went away is logged in one line by the app's ClientDisconnect handler
     except Exception as exc:  # malformed multipart, too many parts
         detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
         raise HTTPProblem(400, f"malformed form body: {detail}") from None

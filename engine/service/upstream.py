@@ -7,7 +7,7 @@ work against our engine unchanged. Everything answers in upstream's envelope
 - `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`, `reference_audio`/`ref_audio`)
 - `POST /query_result`  `{"task_id_list": [...]}`; `result` is a JSON list: progress while running,
   `result[0].error` when failed, one entry per file when done
-- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init`, `GET /v1/lora/status`
+- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init` (`/v1/lora/*`: engine/service/lora_routes.py)
 
 Parameter names follow upstream (`prompt`, `audio_duration`, `key_scale`, `time_signature`,
 `src_audio_path`, `use_random_seed`, ...), with its snake/camel-case aliases. Upstream-only
@@ -78,8 +78,6 @@ _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(GenerationReques
 
 QUEUE_MAXSIZE = 200  # upstream's default; /release_task answers 429 beyond it
 INITIAL_AVG_JOB_SECONDS = 5.0  # upstream's estimate until a job has finished
-LORA_IDLE = {"lora_loaded": False, "use_lora": False, "lora_scale": 1.0, "adapter_type": None, "scales": {},
-             "active_adapter": None, "adapters": [], "synthetic_default_mode": False}
 
 
 def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
@@ -157,19 +155,6 @@ def add_upstream_routes(app: FastAPI, service: EngineService) -> None:
             return refusal(exc.status, exc.detail, exc.field)
         # a model switch waits for the running job: off the event loop
         return await run_in_threadpool(init_answer, service, body)
-
-    @app.get("/v1/lora/status", summary="Upstream ACE-Step 1.5: LoRA adapter state", tags=["upstream"])
-    def lora_status() -> dict:
-        read = getattr(service.pipeline, "lora_status", None)
-        status = read() if callable(read) else {}
-        answer = dict(LORA_IDLE)
-        answer.update({
-            "lora_loaded": bool(status.get("loaded", False)), "use_lora": bool(status.get("active", False)),
-            "lora_scale": float(status.get("scale", 1.0)), "adapter_type": status.get("adapter_type"),
-            "scales": dict(status.get("scales") or {}), "active_adapter": status.get("active_adapter"),
-            "adapters": list(status.get("adapters") or []),
-        })
-        return envelope(answer)
 
 
 def envelope(data: Any, code: int = 200, error: str | None = None) -> dict:

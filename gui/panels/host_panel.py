@@ -17,6 +17,7 @@ ADAPTERS = (("reaper", "REAPER"), ("ableton", "Ableton"), ("midi", "MIDI clock")
 KEY_NAMES = [f"{note} {mode}" for mode in ("major", "minor")
              for note in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")]
 METER_CHOICES = ["2/4", "3/4", "4/4", "6/8"]  # the model knows 2, 3, 4 and 6 beats per bar (numerator only)
+UNKNOWN = "unknown"  # shown, and sent as "not given", while no host reports a value and none is typed
 
 
 def meter_known(meter: str) -> bool:
@@ -87,7 +88,7 @@ class _FollowField(QWidget):
     def __init__(self, editor: QWidget, parent=None):
         super().__init__(parent)
         self.editor = editor
-        self.follow = QCheckBox("follow host")
+        self.follow = QCheckBox("follow")
         self.follow.setChecked(True)
         self.follow.setToolTip("On: take the value from the DAW. Off: use the value typed here.")
         layout = QHBoxLayout(self)
@@ -114,42 +115,57 @@ class HostPanel(QGroupBox):
         self._status: dict[str, dict[str, Any]] = {}
 
         grid = QGridLayout(self)
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(4)
         status_row = QHBoxLayout()
+        status_row.setSpacing(4)
+        self._status_dots: dict[str, QLabel] = {}
         for name, title in ADAPTERS:
-            label = QLabel()
+            dot = QLabel()
+            dot.setObjectName("dot")
+            label = QLabel(title)
             label.setObjectName(f"adapter_{name}")
+            self._status_dots[name] = dot
             self._status_labels[name] = label
+            status_row.addWidget(dot)
             status_row.addWidget(label)
+            status_row.addSpacing(10)
             self._set_status_label(name, title, False, None)
         status_row.addStretch(1)
-        grid.addLayout(status_row, 0, 0, 1, 2)
+        grid.addLayout(status_row, 0, 0, 1, 4)
 
         self.tempo_spin = QDoubleSpinBox()
-        self.tempo_spin.setRange(30.0, 300.0)
+        self.tempo_spin.setRange(0.0, 300.0)  # 0 = unknown (the model's own choice)
         self.tempo_spin.setDecimals(2)
         self.tempo_spin.setSuffix(" BPM")
-        self.tempo_spin.setValue(120.0)
+        self.tempo_spin.setSpecialValueText(UNKNOWN)
+        self.tempo_spin.setValue(0.0)
         self.tempo = _FollowField(self.tempo_spin)
         self.meter_combo = QComboBox()
+        self.meter_combo.addItem(UNKNOWN)
         self.meter_combo.addItems(METER_CHOICES)
-        self.meter_combo.setCurrentText("4/4")
         self.meter = _FollowField(self.meter_combo)
         self.key_combo = QComboBox()
-        self.key_combo.addItem("")  # unknown
+        self.key_combo.addItem(UNKNOWN)
         self.key_combo.addItems(KEY_NAMES)
         self.key = _FollowField(self.key_combo)
         self.host_meter_note = QLabel()
         self.host_meter_note.setObjectName("hint")
+        self.host_meter_note.setWordWrap(True)
+        self.host_meter_note.hide()
         self.selection_label = QLabel("no selection")
         self.selection_label.setObjectName("selection")
+        self.selection_label.setToolTip("The DAW's time selection (REAPER) or loop (Ableton): bars.beats and "
+                                        "seconds")
 
         for row, (title, widget) in enumerate((("Tempo", self.tempo), ("Meter", self.meter),
                                                ("Key", self.key)), start=1):
             grid.addWidget(QLabel(title), row, 0)
-            grid.addWidget(widget, row, 1)
-        grid.addWidget(self.host_meter_note, 4, 1)
+            grid.addWidget(widget, row, 1, 1, 3)
+        grid.addWidget(self.host_meter_note, 4, 1, 1, 3)
         grid.addWidget(QLabel("Selection"), 5, 0)
-        grid.addWidget(self.selection_label, 5, 1)
+        grid.addWidget(self.selection_label, 5, 1, 1, 3)
+        grid.setColumnStretch(1, 1)
 
         for field in (self.tempo, self.meter, self.key):
             field.changed.connect(self._refresh)
@@ -178,8 +194,11 @@ class HostPanel(QGroupBox):
                           detail: str = "") -> None:
         self._status[name] = {"connected": connected, "last_seen": last_seen}
         label = self._status_labels[name]
-        colour = "#3fb950" if connected else "#6e7681"
-        label.setText(f'<span style="color:{colour}">●</span> {title}')
+        dot = self._status_dots[name]
+        dot.setProperty("connected", connected)
+        dot.setProperty("problem", bool(detail) and not connected)
+        dot.style().unpolish(dot)
+        dot.style().polish(dot)
         if connected:
             tip = f"{title}: connected"
         elif last_seen:
@@ -187,6 +206,7 @@ class HostPanel(QGroupBox):
         else:
             tip = f"{title}: not connected"
         label.setToolTip(tip + (f"\n{detail}" if detail else ""))
+        dot.setToolTip(label.toolTip())
         label.setProperty("connected", connected)
 
     # ----------------------------------------------------------- host state
@@ -203,6 +223,7 @@ class HostPanel(QGroupBox):
             known = meter_known(meter)
             self.host_meter_note.setText("" if known else f"host meter {meter}: the model knows 2, 3, 4 and 6 "
                                                           "beats per bar; sent as unknown")
+            self.host_meter_note.setVisible(not known)
             if self.meter.follow.isChecked() and known:
                 self.meter_combo.blockSignals(True)
                 if self.meter_combo.findText(meter) < 0:
@@ -221,11 +242,15 @@ class HostPanel(QGroupBox):
         return meter_text(snapshot_value(self.snapshot, _METER_KEYS))
 
     def values(self) -> HostValues:
+        """The metas to send: a field shown as "unknown" is not sent (the model chooses)."""
         meter = self.meter_combo.currentText()
+        if meter == UNKNOWN:
+            meter = ""
         if self.meter.follow.isChecked() and self.host_meter() and not meter_known(self.host_meter()):
             meter = ""  # e.g. 7/8: sent as unknown rather than as a wrong meter
-        return HostValues(bpm=self.tempo_spin.value(), timesignature=meter.partition("/")[0],
-                          keyscale=self.key_combo.currentText(), selection=self.selection())
+        key = self.key_combo.currentText()
+        return HostValues(bpm=self.tempo_spin.value() or None, timesignature=meter.partition("/")[0],
+                          keyscale="" if key == UNKNOWN else key, selection=self.selection())
 
     def following(self) -> dict[str, bool]:
         """Which values follow the host (the rest are manual overrides)."""
@@ -247,13 +272,15 @@ class HostPanel(QGroupBox):
         """
         meter = self.host_meter() if self.meter.follow.isChecked() and self.host_meter() else \
             self.meter_combo.currentText()
+        if "/" not in meter:
+            meter = "4/4"  # unknown: count bars of four for the display only
         numerator, _, denominator = meter.partition("/")
         beats_per_bar = max(1, int(numerator or 4))
         beat_unit_qn = 4.0 / max(1, int(denominator or 4))  # a beat of 6/8 is half a quarter note
         span_qn = snapshot_value(self.snapshot, _SELECTION_QN_KEYS)
         if isinstance(span_qn, (list, tuple)) and len(span_qn) == 2:
             return float(span_qn[0]) / beat_unit_qn, float(span_qn[1]) / beat_unit_qn, beats_per_bar
-        quarter_notes_per_s = self.tempo_spin.value() / 60.0
+        quarter_notes_per_s = (self.tempo_spin.value() or 120.0) / 60.0
         return (selection[0] * quarter_notes_per_s / beat_unit_qn,
                 selection[1] * quarter_notes_per_s / beat_unit_qn, beats_per_bar)
 
@@ -263,10 +290,12 @@ class HostPanel(QGroupBox):
             self.selection_label.setText("no selection")
         else:
             start, end = selection
-            start_beats, end_beats, beats_per_bar = self._selection_beats(selection)
-            self.selection_label.setText(
-                f"{bars_beats(start_beats, beats_per_bar)} – {bars_beats(end_beats, beats_per_bar)}   "
-                f"({start:.3f} s – {end:.3f} s, {end - start:.2f} s)")
+            seconds = f"{start:.2f} – {end:.2f} s ({end - start:.2f} s)"
+            if self.tempo_spin.value() or snapshot_value(self.snapshot, _SELECTION_QN_KEYS):
+                start_beats, end_beats, beats_per_bar = self._selection_beats(selection)
+                seconds = (f"{bars_beats(start_beats, beats_per_bar)} – {bars_beats(end_beats, beats_per_bar)}"
+                           f"   {seconds}")
+            self.selection_label.setText(seconds)
         self.values_changed.emit()
 
 

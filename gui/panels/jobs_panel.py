@@ -8,6 +8,9 @@ from PyQt6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QGroupB
                              QVBoxLayout)
 
 from gui.jobs_model import JOB_ID_ROLE, PROGRESS_ROLE, JobsModel
+from gui.theme import icon
+
+PROGRESS_MIN_WIDTH = 150  # room for "diffusion 50/50" and "decoding 1/1"
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -23,7 +26,9 @@ class ProgressDelegate(QStyledItemDelegate):
             bar.progress = 0
         else:
             bar.progress = int(percent or 0)
-        bar.text = str(index.data() or "")
+        metrics = option.fontMetrics
+        bar.text = metrics.elidedText(str(index.data() or ""), Qt.TextElideMode.ElideRight,
+                                      max(10, bar.rect.width() - 8))
         bar.textVisible = True
         bar.textAlignment = Qt.AlignmentFlag.AlignCenter
         bar.state = option.state | QStyle.StateFlag.State_Horizontal
@@ -33,6 +38,7 @@ class ProgressDelegate(QStyledItemDelegate):
 
 class JobsPanel(QGroupBox):
     cancel_requested = pyqtSignal(str)              # job id
+    open_requested = pyqtSignal(str)                # job id: fetch its results into the results list
     autogen_changed = pyqtSignal(str, bool)         # job id, enabled
 
     def __init__(self, model: JobsModel, parent=None):
@@ -46,24 +52,37 @@ class JobsPanel(QGroupBox):
         self.table.setItemDelegateForColumn(JobsModel.PROGRESS_COLUMN, ProgressDelegate(self.table))
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(JobsModel.PROGRESS_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(JobsModel.PROGRESS_COLUMN, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(len(JobsModel.COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        header.resizeSection(JobsModel.PROGRESS_COLUMN, PROGRESS_MIN_WIDTH)
+        header.setMinimumSectionSize(40)
+        self.table.verticalHeader().setDefaultSectionSize(24)
         self.table.setWordWrap(False)
+        self.table.setColumnHidden(JobsModel.STATE_COLUMN, True)  # the progress bar names the state
+        self.table.doubleClicked.connect(lambda index: self.open_requested.emit(index.data(JOB_ID_ROLE)))
 
+        self.open_button = QPushButton("Open results")
+        self.open_button.setIcon(icon("open"))
+        self.open_button.setToolTip("Fetch the selected job's results into the list (also: double-click a job)")
+        self.open_button.clicked.connect(self._open_selected)
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setIcon(icon("cancel"))
         self.cancel_button.setToolTip("Cancel the selected job, or the newest unfinished one (Ctrl+.)")
         self.cancel_button.clicked.connect(self.cancel_current)
         self.autogen = QCheckBox("AutoGen")
         self.autogen.setToolTip("Keep making new variants of the job in the background until turned off.\n"
                                 "Applies to new jobs and to the selected job.")
         self.autogen.toggled.connect(self._on_autogen)
-        clear = QPushButton("Clear finished")
+        clear = QPushButton("Clear")
+        clear.setToolTip("Remove finished jobs from the list (the engine keeps them)")
+        clear.setIcon(icon("clear"))
         clear.clicked.connect(model.remove_finished)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.cancel_button)
         buttons.addWidget(self.autogen)
         buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
         buttons.addWidget(clear)
         layout = QVBoxLayout(self)
         layout.addWidget(self.table, 1)
@@ -81,6 +100,11 @@ class JobsPanel(QGroupBox):
             return selected
         active = self.model.active_jobs()
         return active[-1].job_id if active else None
+
+    def _open_selected(self) -> None:
+        job_id = self.selected_job_id()
+        if job_id:
+            self.open_requested.emit(job_id)
 
     def cancel_current(self) -> None:
         job_id = self.current_job_id()

@@ -5,32 +5,34 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QAction
 from PyQt6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
                              QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMenu, QPlainTextEdit, QPushButton,
-                             QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                             QSizePolicy, QSlider, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from engine.request import MAX_BATCH_SIZE, REPAINT_MODES, TRACK_NAMES
-from gui.request_builder import ACTIONS, LM_FIELDS, LM_MODES, PromptValues
+from gui.request_builder import ACTIONS, DEFAULT_DURATION_S, LM_FIELDS, LM_MODES, PromptValues
+from gui.theme import icon
 
 STRUCTURE_TAGS = ("[Intro]", "[Verse]", "[Pre-Chorus]", "[Chorus]", "[Bridge]", "[Breakdown]",
                   "[Outro]", "[Instrumental]")
 LANGUAGES = ("unknown", "en", "zh", "ja", "ko", "es", "fr", "de", "it", "pt", "ru", "nl", "sv", "pl", "tr", "ar",
              "hi")
 DIT_CHOICES = ("acestep-v15-turbo", "acestep-v15-turbo-shift1", "acestep-v15-turbo-shift3",
-               "acestep-v15-turbo-continuous", "acestep-v15-sft", "acestep-v15-base")
+               "acestep-v15-turbo-continuous", "acestep-v15-sft", "acestep-v15-base",
+               "acestep-v15-xl-turbo", "acestep-v15-xl-sft", "acestep-v15-xl-base")
 LM_CHOICES = ("none", "0.6B", "1.7B", "4B")
 DEFAULT_STEMS = ("drums", "bass", "vocals")
 ACTION_LABELS = {
     "generate": "Generate",
-    "repaint": "Repaint selection",
+    "repaint": "Repaint",
     "continue": "Continue",
     "cover": "Cover",
     "stems": "Stems",
     "extract": "Extract",
 }
-ACTION_SHORTCUTS = {action: f"Ctrl+{n}" for n, action in enumerate(ACTIONS, start=1)}
+ACTION_SHORTCUTS = {action: f"Ctrl+{n}" for n, action in enumerate(ACTIONS, start=1) if n <= 9}
 LYRICS_HELP = ("Structure tags on their own line steer the arrangement: [Intro], [Verse], [Pre-Chorus], "
                "[Chorus], [Bridge], [Breakdown], [Outro]. Use [Instrumental] alone for no vocals.")
 CANDIDATE_HINTS = {
@@ -75,13 +77,70 @@ class ConstraintEditor(QWidget):
         return modes, texts
 
 
+class LoraPicker(QWidget):
+    """A LoRA adapter (from checkpoints/loras on the engine) and its strength, for each request.
+
+    "engine default" sends no field (the adapter set on the engine, e.g. by the VST's LoRA panel,
+    applies); "none" sends `lora: ""`; a name sends `lora` and `lora_scale`.
+    """
+
+    DEFAULT, NONE = "engine default", "none"
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setObjectName("lora_combo")
+        self.combo.addItems([self.DEFAULT, self.NONE])
+        self.combo.setToolTip("LoRA adapter on the DiT (folders in checkpoints/loras on the engine)")
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("lora_scale")
+        self.slider.setRange(0, 100)
+        self.slider.setValue(100)
+        self.slider.setToolTip("LoRA strength (0 = off, 1 = as trained)")
+        self.scale_label = QLabel("1.00")
+        self.slider.valueChanged.connect(lambda value: self.scale_label.setText(f"{value / 100:.2f}"))
+        self.combo.currentTextChanged.connect(self._enable_scale)
+        row.addWidget(self.combo, 2)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.scale_label)
+        self._enable_scale(self.combo.currentText())
+
+    def _enable_scale(self, text: str) -> None:
+        self.slider.setEnabled(text not in (self.DEFAULT, self.NONE))
+
+    def set_available(self, names: list[str]) -> None:
+        current = self.combo.currentText()
+        self.combo.clear()
+        self.combo.addItems([self.DEFAULT, self.NONE] + [n for n in names if n not in (self.DEFAULT, self.NONE)])
+        self.combo.setCurrentText(current if self.combo.findText(current) >= 0 else self.DEFAULT)
+
+    def set_choice(self, name: str | None, scale: float | None) -> None:
+        text = self.DEFAULT if name is None else (name or self.NONE)
+        if self.combo.findText(text) < 0:
+            self.combo.addItem(text)
+        self.combo.setCurrentText(text)
+        if scale is not None:
+            self.slider.setValue(int(round(float(scale) * 100)))
+
+    def choice(self) -> tuple[str | None, float | None]:
+        """(lora, lora_scale) request fields; None = leave the field out."""
+        text = self.combo.currentText()
+        if text == self.DEFAULT:
+            return None, None
+        if text == self.NONE:
+            return "", None
+        return text, self.slider.value() / 100
+
+
 class _FileField(QWidget):
     def __init__(self, placeholder: str, parent=None):
         super().__init__(parent)
         self.edit = QLineEdit()
         self.edit.setPlaceholderText(placeholder)
         browse = QToolButton()
-        browse.setText("…")
+        browse.setIcon(icon("browse"))
         browse.setToolTip("Choose an audio file")
         browse.clicked.connect(self._browse)
         layout = QHBoxLayout(self)
@@ -108,13 +167,12 @@ class PromptPanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._build_prompt_box())
-        layout.addWidget(self._build_lm_box())
+        layout.addWidget(self._build_prompt_box(), 1)
         layout.addWidget(self._build_model_box())
-        layout.addWidget(self._build_params_box())
-        layout.addStretch(1)
-        # The task buttons are built here (they read this panel) but placed by the main window,
-        # where they stay visible however far the form is scrolled.
+        # Built here (they read and feed this panel) but placed by the main window in its
+        # columns, so the common controls fit a 1280x800 screen without scrolling.
+        self.params_box = self._build_params_box()
+        self.lm_box = self._build_lm_box()
         self.tasks_box = self._build_tasks_box()
 
     # ---------------------------------------------------------------- boxes
@@ -123,15 +181,17 @@ class PromptPanel(QWidget):
         form = QFormLayout(box)
         self.caption = QPlainTextEdit()
         self.caption.setPlaceholderText("Describe the music: genre, instruments, mood, production…")
-        self.caption.setFixedHeight(56)
+        self.caption.setMinimumHeight(48)
+        self.caption.setMaximumHeight(80)
         self.lyrics = QPlainTextEdit("[Instrumental]")
         self.lyrics.setToolTip(LYRICS_HELP)
-        self.lyrics.setFixedHeight(96)
+        self.lyrics.setMinimumHeight(64)
         tags = QGridLayout()
         tags.setSpacing(2)
         for n, tag in enumerate(STRUCTURE_TAGS):
             button = QToolButton()
-            button.setText(tag)
+            button.setText(tag.strip("[]"))
+            button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
             button.setToolTip(f"Insert {tag} on a new line. {LYRICS_HELP}")
             button.clicked.connect(lambda _=False, t=tag: self.insert_tag(t))
             tags.addWidget(button, n // 4, n % 4)
@@ -140,10 +200,12 @@ class PromptPanel(QWidget):
         self.duration = QDoubleSpinBox()
         self.duration.setRange(0.0, 600.0)
         self.duration.setSuffix(" s")
-        self.duration.setSpecialValueText("auto (selection length)")
+        self.duration.setSpecialValueText(f"selection, else {DEFAULT_DURATION_S:.0f} s")
+        self.duration.setToolTip("Length of a new take. At the lowest setting: the DAW selection's length, "
+                                 f"or {DEFAULT_DURATION_S:.0f} s without a selection.")
         form.addRow("Caption", self.caption)
         form.addRow("Lyrics", self.lyrics)
-        form.addRow("", _wrap(tags))
+        form.addRow(_wrap(tags))
         form.addRow("Language", self.language)
         form.addRow("Duration", self.duration)
         return box
@@ -152,6 +214,8 @@ class PromptPanel(QWidget):
         box = QGroupBox("LM planner")
         layout = QVBoxLayout(box)
         self.thinking = QCheckBox("Plan with the 5 Hz LM (needs an LM loaded)")
+        self.thinking.setToolTip("Known: send the value. Free: let the LM choose. Candidates: the LM "
+                                 "chooses among the values typed.")
         self.constraints = ConstraintEditor()
         layout.addWidget(self.thinking)
         layout.addWidget(self.constraints)
@@ -170,13 +234,15 @@ class PromptPanel(QWidget):
         self.loaded_label = QLabel("")
         self.loaded_label.setObjectName("hint")
         grid.addWidget(QLabel("DiT"), 0, 0)
-        grid.addWidget(self.dit_combo, 0, 1)
-        grid.addWidget(QLabel("LM"), 0, 2)
-        grid.addWidget(self.lm_combo, 0, 3)
-        grid.addWidget(self.load_button, 0, 4)
-        grid.addWidget(self.loaded_label, 1, 1, 1, 4)
-        grid.setColumnStretch(1, 2)
-        grid.setColumnStretch(3, 1)
+        grid.addWidget(self.dit_combo, 0, 1, 1, 2)
+        grid.addWidget(QLabel("LM"), 1, 0)
+        grid.addWidget(self.lm_combo, 1, 1)
+        grid.addWidget(self.load_button, 1, 2)
+        grid.addWidget(self.loaded_label, 2, 1, 1, 2)
+        self.lora = LoraPicker()
+        grid.addWidget(QLabel("LoRA"), 3, 0)
+        grid.addWidget(self.lora, 3, 1, 1, 2)
+        grid.setColumnStretch(1, 1)
         return box
 
     def _build_params_box(self) -> QGroupBox:
@@ -194,7 +260,8 @@ class PromptPanel(QWidget):
         self.seed_lock = QCheckBox("lock")
         self.seed_lock.setToolTip("Locked: use this seed. Unlocked: a new random seed each time.")
         dice = QToolButton()
-        dice.setText("🎲")
+        dice.setIcon(icon("seed"))
+        dice.setObjectName("new_seed")
         dice.setToolTip("New random seed")
         dice.clicked.connect(lambda: self.seed.setValue(random.randrange(2 ** 31)))
         self.batch = QSpinBox()
@@ -218,28 +285,41 @@ class PromptPanel(QWidget):
         region_row.addWidget(self.region_start)
         region_row.addWidget(QLabel("to"))
         region_row.addWidget(self.region_end)
+        self.cover_strength.setToolTip("Cover: how long the source's structure steers (1 = all the way)")
+        self.repaint_strength.setToolTip("Repaint: how far the new region may move from the original")
+        repaint_row = QHBoxLayout()
+        repaint_row.addWidget(self.repaint_mode, 1)
+        repaint_row.addWidget(self.repaint_strength)
         cells = [("Steps", self.steps), ("Shift", self.shift), ("Guidance", self.guidance),
-                 ("Seed", _wrap(seed_row)), ("Batch", self.batch), ("Cover strength", self.cover_strength),
-                 ("Repaint mode", self.repaint_mode), ("Repaint strength", self.repaint_strength)]
+                 ("Batch", self.batch)]
         for n, (title, widget) in enumerate(cells):
             grid.addWidget(QLabel(title), n // 2, (n % 2) * 2)
             grid.addWidget(widget, n // 2, (n % 2) * 2 + 1)
-        grid.addWidget(QLabel("Source"), 4, 0)
-        grid.addWidget(self.source, 4, 1, 1, 3)
-        grid.addWidget(QLabel("Region (s)"), 5, 0)
-        grid.addWidget(_wrap(region_row), 5, 1, 1, 3)
-        grid.addWidget(QLabel("Reference"), 6, 0)
-        grid.addWidget(self.reference, 6, 1, 1, 3)
+        rows = [("Seed", _wrap(seed_row)), ("Cover", self.cover_strength), ("Repaint", _wrap(repaint_row)),
+                ("Source", self.source), ("Region (s)", _wrap(region_row)), ("Reference", self.reference)]
+        for n, (title, widget) in enumerate(rows, start=2):
+            grid.addWidget(QLabel(title), n, 0)
+            grid.addWidget(widget, n, 1, 1, 3)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
         return box
 
     def _build_tasks_box(self) -> QGroupBox:
+        """One button per entry of ACTIONS, three to a row; a new task needs only its ACTIONS entry
+        and a label in ACTION_LABELS. The stem and track pickers sit below the buttons."""
         box = QGroupBox("Tasks")
-        grid = QGridLayout(box)
+        outer = QVBoxLayout(box)
+        grid = QGridLayout()
+        grid.setSpacing(6)
+        outer.addLayout(grid)
         self.task_buttons: dict[str, QPushButton] = {}
         for n, action in enumerate(ACTIONS):
-            button = QPushButton(ACTION_LABELS[action])
+            label = ACTION_LABELS.get(action, action.replace("_", " ").capitalize())
+            button = QPushButton(label)
             button.setObjectName(f"task_{action}")
-            button.setToolTip(f"{ACTION_LABELS[action]} ({ACTION_SHORTCUTS[action]})")
+            button.setProperty("task", True)
+            shortcut = ACTION_SHORTCUTS.get(action)
+            button.setToolTip(f"{label} ({shortcut})" if shortcut else label)
             if action == "generate":
                 button.setDefault(True)
             button.clicked.connect(lambda _=False, a=action: self.action_requested.emit(a))
@@ -247,6 +327,7 @@ class PromptPanel(QWidget):
             self.task_buttons[action] = button
         self.stems_button = QToolButton()
         self.stems_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.stems_button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.stems_button.setToolTip("Stems: one new track per ticked stem, split from the selection")
         menu = QMenu(self.stems_button)
         self.stem_actions: dict[str, QAction] = {}
@@ -262,8 +343,14 @@ class PromptPanel(QWidget):
         self.track.addItems(TRACK_NAMES)
         self.track.setCurrentText("vocals")
         self.track.setToolTip("Extract: the track to pull out of the mix")
-        grid.addWidget(self.stems_button, 2, 1)
-        grid.addWidget(self.track, 2, 2)
+        # the pickers sit under their buttons (Stems, Extract); a new task button flows after them
+        stems_at = list(ACTIONS).index("stems") if "stems" in ACTIONS else 4
+        extract_at = list(ACTIONS).index("extract") if "extract" in ACTIONS else 5
+        picker_row = (len(ACTIONS) + 2) // 3
+        grid.addWidget(self.stems_button, picker_row, stems_at % 3)
+        grid.addWidget(self.track, picker_row, extract_at % 3)
+        for column in range(3):
+            grid.setColumnStretch(column, 1)
         return box
 
     # --------------------------------------------------------------- values
@@ -278,6 +365,7 @@ class PromptPanel(QWidget):
 
     def values(self) -> PromptValues:
         modes, texts = self.constraints.values()
+        lora, lora_scale = self.lora.choice()
         region = None
         if self.region_end.value() > self.region_start.value():
             region = (self.region_start.value(), self.region_end.value())
@@ -302,6 +390,8 @@ class PromptPanel(QWidget):
             thinking=self.thinking.isChecked(),
             lm_modes=modes,
             lm_candidates=texts,
+            lora=lora,
+            lora_scale=lora_scale,
         )
 
     def recall(self, request: dict[str, Any], seed: int | None) -> None:
@@ -321,6 +411,7 @@ class PromptPanel(QWidget):
         if request.get("dit"):
             self.dit_combo.setCurrentText(request["dit"])
         self.thinking.setChecked(bool(request.get("thinking")))
+        self.lora.set_choice(request.get("lora"), request.get("lora_scale"))
         if seed is not None:
             self.seed.setValue(int(seed) % (2 ** 31))
             self.seed_lock.setChecked(True)
@@ -338,6 +429,9 @@ class PromptPanel(QWidget):
         self.dit_combo.addItems(names or list(DIT_CHOICES))
         self.dit_combo.setCurrentText(current)
 
+    def set_available_loras(self, names: list[str]) -> None:
+        self.lora.set_available(names)
+
     def stems(self) -> tuple[str, ...]:
         return tuple(name for name, action in self.stem_actions.items() if action.isChecked())
 
@@ -347,7 +441,9 @@ class PromptPanel(QWidget):
 
     def _show_stems(self, *_) -> None:
         chosen = self.stems()
-        self.stems_button.setText(f"Stems: {', '.join(chosen) if chosen else 'none'} ▾")
+        self.stems_button.setText(chosen[0] if len(chosen) == 1 else f"{len(chosen)} stems" if chosen else "no stems")
+        self.stems_button.setToolTip("Stems: one new track per ticked stem, split from the selection"
+                                     + (f"\nTicked: {', '.join(chosen)}" if chosen else ""))
 
     def set_available_lms(self, folders: list[str]) -> None:
         """LM sizes plus any LM folders the engine found (e.g. acestep-5Hz-lm-0.6B)."""

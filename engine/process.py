@@ -1,4 +1,8 @@
-"""Start and stop an engine subprocess (`python -m engine.cli engine ...`) for the launcher and screenshots."""
+"""Start, watch, restart and stop an engine subprocess (`python -m engine.cli engine ...`).
+
+Torch-free: the launcher, the window, the screenshot command and tests use it. The engine
+itself runs in the child process.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class EngineProcess:
         self.extra_args = list(extra_args or [])
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"ace-engine-{self.port}.log"
         self.process: subprocess.Popen | None = None
+        self.starts = 0  # how many times start() ran (restarts included)
         self._log: IO | None = None
 
     @property
@@ -48,12 +53,25 @@ class EngineProcess:
             command += ["--results", os.fspath(self.results)]
         return command + self.extra_args
 
-    def start(self) -> "EngineProcess":
+    def start(self, append_log: bool = False) -> "EngineProcess":
+        """Start the engine; `append_log` keeps the earlier log (restarts), else it starts empty."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
+        if self._log is not None:
+            self._log.close()
+        self._log = open(self.log_path, "ab" if append_log else "wb")
         self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
+        self.starts += 1
         return self
+
+    def restart(self, grace_s: float = 5.0) -> "EngineProcess":
+        """Stop the engine if it still runs and start it again on the same port (reloads every model)."""
+        self.stop(grace_s)
+        return self.start(append_log=True)
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
 
     def wait_ready(self, client, timeout_s: float = 120.0) -> None:
         """Poll `client.health()` until it answers; raise RuntimeError with the log tail if the engine dies."""
@@ -95,3 +113,35 @@ class EngineProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RestartPolicy:
+    """When to restart an engine that died: growing delays, and giving up after a run of quick deaths.
+
+    An engine that stayed up for `stable_s` seconds counts as healthy again, so a crash days
+    later restarts after the shortest delay.
+    """
+
+    def __init__(self, delays_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0), max_attempts: int = 5,
+                 stable_s: float = 60.0):
+        self.delays_s = delays_s
+        self.max_attempts = max_attempts
+        self.stable_s = stable_s
+        self.attempts = 0
+        self._started_at: float | None = None
+
+    def started(self, now: float) -> None:
+        self._started_at = now
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds to wait before the next restart, or None to give up. Call when the engine died."""
+        if self._started_at is not None and now - self._started_at >= self.stable_s:
+            self.attempts = 0
+        if self.attempts >= self.max_attempts:
+            return None
+        delay = self.delays_s[min(self.attempts, len(self.delays_s) - 1)]
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
