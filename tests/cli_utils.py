@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass
@@ -47,32 +46,3 @@ def run_cli(*argv: str, env: dict[str, str | None] | None = None) -> CliResult:
             else:
                 os.environ[name] = value
     return CliResult(int(code or 0), out.getvalue(), err.getvalue())
-
-
-@contextlib.contextmanager
-def models_from(pipeline):
-    """Inside the block, `Pipeline.from_checkpoints` of `pipeline`'s own folder hands out `pipeline`
-    (switched to the DiT and LM asked for) instead of loading the models again; the pipeline's
-    state is put back afterwards. For CLI tests about the command, not about loading: the
-    session's pipeline has already encoded the audio they use."""
-    from engine.checkpoints import resolve_root
-    from engine.devices import resolve_device_dtype
-    from engine.pipeline import DEFAULT_DIT, Pipeline
-    from tests.conftest import restored
-
-    def from_checkpoints(root, dit=DEFAULT_DIT, lm=None, device=None, dtype=None, compile="off", low_vram=None,
-                         warm_up_s=()):
-        assert resolve_root(root).resolve() == Path(pipeline.root).resolve(), root
-        assert resolve_device_dtype(device, dtype) == (pipeline.device, pipeline.dtype)
-        assert compile in ("auto", "off", False) and not low_vram  # "auto" is off on the CPU
-        pipeline.load_dit(dit)
-        pipeline.load_lm(lm)
-        return pipeline
-
-    original = Pipeline.__dict__["from_checkpoints"]
-    with restored(pipeline):
-        Pipeline.from_checkpoints = staticmethod(from_checkpoints)
-        try:
-            yield pipeline
-        finally:
-            Pipeline.from_checkpoints = original

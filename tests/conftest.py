@@ -1,11 +1,11 @@
 """Session-wide test fixtures.
 
 Loading the models and running the tiny VAE's encoder are the suite's costs (the encoder keeps 128
-channels at 48 kHz, about a second of CPU per second of audio). So one pipeline on the parity
-checkpoints serves the whole session (`shared_pipeline`), its encoder remembers what it has
-encoded, and one engine over HTTP on that pipeline serves every flow that needs a real engine
-(`shared_engine`). Tests get them through `pipeline` and `engine`, which put the pipeline back as
-they found it (DiT, LM, region limits) when the test ends.
+channels at 48 kHz, about a second of CPU per second of audio). So every VAE of the session
+remembers what it has encoded (`remembering_vae_encoders`), one pipeline on the parity checkpoints
+serves the whole session (`shared_pipeline`), and one engine over HTTP on that pipeline serves
+every flow that needs a real engine (`shared_engine`). Tests get them through `pipeline` and
+`engine`, which put the pipeline back as they found it (DiT, LM, switches) when the test ends.
 """
 
 import contextlib
@@ -59,20 +59,21 @@ def tiny_lm_checkpoints(tmp_path_factory) -> Path:
     return root
 
 
-# ----------------------------------------------------------------------------- one pipeline
+# ----------------------------------------------------------------------------- one encoder pass
 class EncoderMemo:
     """Wraps a `VAE`'s single-window encode so each distinct window runs through the network once.
 
     The key is the window's exact samples (shape, dtype and a hash of the bytes), so a window is
     reused only when it is bit-identical; tiling, padding, the engine's source cache and everything
-    above still run every time. The parity cases, the task tests and the flows encode the same
-    source and timbre montage again and again (the montage never goes through the source cache);
-    this keeps that to one encoder pass per distinct window.
+    above still run every time. `latents` is shared by every VAE with the same weights, device
+    and dtype: the parity cases (2B and XL share the VAE), the task tests, the flows and the CLI
+    tests encode the same source and timbre montage again and again (the montage never goes
+    through the source cache); this keeps that to one encoder pass per distinct window.
     """
 
-    def __init__(self, vae):
+    def __init__(self, vae, latents: dict):
         self._encode_once = vae._encode_once
-        self._latents: dict[tuple, object] = {}
+        self._latents = latents
         vae._encode_once = self
 
     def __call__(self, wave):
@@ -83,6 +84,34 @@ class EncoderMemo:
         return self._latents[key].clone()
 
 
+def _weights_key(vae) -> tuple:
+    digest = hashlib.blake2b(digest_size=20)
+    for name, tensor in vae.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.digest(), str(vae.device), str(vae.dtype)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remembering_vae_encoders():
+    """Every `VAE.from_folder` of the session (pipelines, the render CLI in-process, VAE tests)
+    gets an `EncoderMemo` shared with the other VAEs of the same weights."""
+    from engine.models.vae import VAE
+
+    original = VAE.__dict__["from_folder"]
+    memos: dict[tuple, dict] = {}
+
+    def from_folder(cls, *args, **kwargs):
+        vae = original.__func__(cls, *args, **kwargs)
+        EncoderMemo(vae, memos.setdefault(_weights_key(vae), {}))
+        return vae
+
+    VAE.from_folder = classmethod(from_folder)
+    yield
+    VAE.from_folder = original
+
+
+# ----------------------------------------------------------------------------- one pipeline
 @contextlib.contextmanager
 def restored(pipeline):
     """Put back the pipeline's DiT (active and default), LM, region-limit and fast-path switches
@@ -110,16 +139,14 @@ def region_limits_off(pipeline):
 
 
 @pytest.fixture(scope="session")
-def shared_pipeline():
-    """The turbo pipeline on the parity checkpoints (fp32 CPU) with a remembering encoder; the base
-    DiT loads when a request asks for it. Tests use `pipeline` (or `engine`), which restore its state."""
+def shared_pipeline(remembering_vae_encoders):
+    """The turbo pipeline on the parity checkpoints (fp32 CPU); the base DiT loads when a request
+    asks for it. Tests use `pipeline` (or `engine`), which restore its state."""
     import torch
 
     from engine.pipeline import Pipeline
 
-    pipeline = Pipeline.from_checkpoints(PARITY / "checkpoints", dit=TURBO, device="cpu", dtype=torch.float32)
-    EncoderMemo(pipeline.vae)
-    return pipeline
+    return Pipeline.from_checkpoints(PARITY / "checkpoints", dit=TURBO, device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture
