@@ -133,13 +133,21 @@ class MainWindow(QMainWindow):
             scroll.setMinimumWidth(220)
             split.addWidget(scroll)
             self.columns.append(column)
+        from gui.panels.jam_panel import JamPanel
+        from gui.panels.sketch_panel import SketchPanel
+        self.sketch_panel = SketchPanel()
+        self.sketch_panel.watch_drops(self)
+        self.jam_panel = JamPanel()
+        # Jam and Sketch -> part (gui/panels/jam_panel.py, sketch_panel.py) above the jobs they make
         right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.jam_panel)
+        right.addWidget(self.sketch_panel)
         right.setChildrenCollapsible(False)
         right.addWidget(self.jobs_panel)
         right.addWidget(self.results_panel)
-        right.setStretchFactor(0, 2)
-        right.setStretchFactor(1, 3)
-        right.setSizes([280, 420])
+        for index, stretch in enumerate((0, 0, 2, 3)):
+            right.setStretchFactor(index, stretch)
+        right.setSizes([80, 80, 220, 340])
         split.addWidget(right)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 0)
@@ -151,14 +159,6 @@ class MainWindow(QMainWindow):
         self.add_panel(self.prompt_panel.tasks_box, 1)
         self.add_panel(self.prompt_panel.params_box, 1)
         self.add_panel(self.prompt_panel.lm_box, 1)
-        # Sketch -> part and Jam (gui/panels/sketch_panel.py, jam_panel.py)
-        from gui.panels.jam_panel import JamPanel
-        from gui.panels.sketch_panel import SketchPanel
-        self.sketch_panel = SketchPanel()
-        self.sketch_panel.watch_drops(self)
-        self.jam_panel = JamPanel()
-        self.add_panel(self.sketch_panel, 1)
-        self.add_panel(self.jam_panel, 1)
         central = QWidget()
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(6, 4, 6, 4)

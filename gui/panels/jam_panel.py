@@ -12,7 +12,8 @@ from typing import Any
 
 from PyQt6.QtCore import QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter, QPen
-from PyQt6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
+                             QWidget)
 
 STATE_COLOURS = {"queued": "#6b7280", "generating": "#d97706", "placed": "#16a34a", "late": "#dc2626",
                  "cancelled": "#374151", "failed": "#7f1d1d"}
@@ -26,7 +27,7 @@ class JamStrip(QWidget):
         self.behind_s, self.ahead_s = behind_s, ahead_s
         self.chunks: dict[int, dict[str, Any]] = {}
         self.playhead_s = 0.0
-        self.setMinimumHeight(34)
+        self.setMinimumHeight(26)
         self.setToolTip("Jam chunks: grey queued, amber generating, green placed, red too late")
 
     def clear(self) -> None:
@@ -90,17 +91,25 @@ class JamPanel(QGroupBox):
         self.lookahead.setValue(2)
         self.lookahead.setPrefix("ahead ")
         self.strip = JamStrip()
-        self.status = QLabel("Press play in the DAW, then Jam. The caption steers the next chunk.")
-        self.status.setWordWrap(True)
+        # One line beside the controls; the whole text is also the tooltip when it does not fit.
+        self.status = QLabel()
+        self.status.setMinimumWidth(0)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._set_status("Press play in the DAW, then Jam; the caption steers the next chunk")
         row = QHBoxLayout()
         row.addWidget(self.toggle)
         row.addWidget(self.bars)
         row.addWidget(self.lookahead)
-        row.addStretch(1)
+        row.addWidget(self.status, 1)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 4)
         layout.addLayout(row)
         layout.addWidget(self.strip)
-        layout.addWidget(self.status)
+        self.setMaximumHeight(self.sizeHint().height())
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setToolTip(text)
 
     @property
     def running(self) -> bool:
@@ -112,7 +121,7 @@ class JamPanel(QGroupBox):
     def _on_toggle(self, checked: bool) -> None:
         if checked:
             self.strip.clear()
-            self.status.setText("Jam: starting…")
+            self._set_status("Jam: starting…")
             self.start_requested.emit(self.settings())
         else:
             self.stop_requested.emit()
@@ -122,7 +131,7 @@ class JamPanel(QGroupBox):
         self.bars.setEnabled(not running)
         self.lookahead.setEnabled(not running)
         if message:
-            self.status.setText(f"Jam: {message}")
+            self._set_status(f"Jam: {message}")
 
     def apply_event(self, event: dict[str, Any]) -> None:
         """A bridge `jam_*` event."""
@@ -130,9 +139,9 @@ class JamPanel(QGroupBox):
         if kind in ("jam_chunk", "jam_chunk_state"):
             self.strip.set_chunk(event)
             counts = self.strip.counts()
-            self.status.setText("Jam: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+            self._set_status("Jam: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
         elif kind == "jam_skip":
-            self.status.setText(f"Jam: {event.get('message') or 'fell behind, skipped ahead'}")
+            self._set_status(f"Jam: {event.get('message') or 'fell behind, skipped ahead'}")
         elif kind == "jam_state":
             running = event.get("state") == "running"
             if not running:  # a chunk still queued will not come

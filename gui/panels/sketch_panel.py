@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from PyQt6.QtCore import QEvent, QObject, Qt, pyqtSignal
-from PyQt6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider, QVBoxLayout,
+                             QWidget)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf")
 
@@ -42,16 +43,23 @@ class SketchPanel(QGroupBox):
         self.follow_label = QLabel()
         self.follow.valueChanged.connect(self._show_follow)
         self._show_follow(self.follow.value())
-        self.status = QLabel("Select a MIDI clip in the DAW, or drop a .mid file here")
-        self.status.setWordWrap(True)
+        # What happened last, on one line (the whole text is the tooltip); the hint until then.
+        self.status = QLabel()
+        self.status.setMinimumWidth(0)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.show_message("Select a MIDI clip in the DAW, or drop a .mid file on the window")
+        top = QHBoxLayout()
+        top.addWidget(self.button)
+        top.addWidget(self.status, 1)
         row = QHBoxLayout()
         row.addWidget(QLabel("Follow the sketch"))
         row.addWidget(self.follow, 1)
         row.addWidget(self.follow_label)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.button)
+        layout.setContentsMargins(6, 4, 6, 4)
+        layout.addLayout(top)
         layout.addLayout(row)
-        layout.addWidget(self.status)
+        self.setMaximumHeight(self.sizeHint().height())
         self._watched: list[QObject] = []
 
     def _show_follow(self, value: int) -> None:
@@ -65,11 +73,12 @@ class SketchPanel(QGroupBox):
 
     def drop_file(self, path: str) -> None:
         """Run the sketch on a .mid file (what a drop does)."""
-        self.status.setText(f"Sketch: {os.path.basename(path)}")
+        self.show_message(f"Sketch: {os.path.basename(path)}")
         self.sketch_requested.emit(self.settings(path))
 
     def show_message(self, text: str) -> None:
         self.status.setText(text)
+        self.status.setToolTip(text)
 
     # ---------------------------------------------------------------- drops on the whole window
     def watch_drops(self, widget: QWidget) -> None:
