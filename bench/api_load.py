@@ -174,7 +174,7 @@ def osc_burst(burst: int, pings: int) -> None:
                 before = len(peer.all("/acecomp/pong"))
                 start = time.perf_counter()
                 peer.send(port, "/acecomp/ping")
-                wait_for(lambda: len(peer.all("/acecomp/pong")) > before, timeout=10, interval=0.0005)
+                wait_for(lambda before=before: len(peer.all("/acecomp/pong")) > before, timeout=10, interval=0.0005)
                 times.append((time.perf_counter() - start) * 1000)
                 sent += 1
         print(f"bridge: /acecomp/ping round-trip during a burst of {burst} hostile packets: {percentiles(times)}")

@@ -46,8 +46,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig, DiTLoop  # noqa: E402
 from engine.devices import resolve_device_dtype  # noqa: E402
+from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig, DiTLoop  # noqa: E402
 from engine.samplers import turbo_timesteps  # noqa: E402
 
 PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
@@ -200,7 +200,8 @@ def run_stages(text, vae, dit, ids_caption, ids_lyrics, seconds: float, steps: i
         with meter:
             if loop is None:  # the engine's loop: K/V cache, RoPE, masks and modulation set up once
                 cache = dit.decoder.cross_attention_cache(enc)
-                loop = DiTLoop(dit.decoder, timesteps.to(device), frames, lambda phase: (cache, context), compile)
+                loop = DiTLoop(dit.decoder, timesteps.to(device), frames,
+                               lambda phase, cache=cache: (cache, context), compile)
             v = loop(x, k)
             x = x - v * (schedule[k] - schedule[k + 1])
         step_times.append(meter.seconds)

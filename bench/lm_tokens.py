@@ -62,8 +62,8 @@ def main() -> int:
 
     from engine.lm.generate import generate_plan
     from engine.lm.planner import Planner, call_from_request
-    from engine.request import GenerationRequest
     from engine.lm.tiny import make_tiny_lm
+    from engine.request import GenerationRequest
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.folder:
@@ -72,10 +72,12 @@ def main() -> int:
             folder = Path(tmp) / "acestep-5Hz-lm-0.6B"
             started = time.perf_counter()
             (make_full_size if args.full_size else make_tiny_lm)(folder, args.seed)
-            print(f"made {'0.6B-size' if args.full_size else 'tiny'} random LM in {time.perf_counter() - started:.1f} s")
+            size = "0.6B-size" if args.full_size else "tiny"
+            print(f"made {size} random LM in {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         planner = Planner(folder, device=args.device)
-        print(f"loaded {folder.name} on {planner.lm.device} ({planner.lm.dtype}) in {time.perf_counter() - started:.1f} s")
+        took = time.perf_counter() - started
+        print(f"loaded {folder.name} on {planner.lm.device} ({planner.lm.dtype}) in {took:.1f} s")
         request = GenerationRequest.from_dict({"caption": "warm lo-fi hip hop with rhodes", "thinking": True,
                                                "duration": args.duration, "lm_cfg_scale": args.cfg,
                                                "seed": args.seed})

@@ -1,15 +1,15 @@
 """Shared helpers for the control-window tests: a Qt application, waiting, and pipelines for an engine.
 
 The engine on loopback is `engine.service.threaded.InProcessEngine` (the real service, FastAPI
-app and uvicorn in a thread) over `make_pipeline()` (the tiny parity checkpoints) or, where the
-model does not matter, `StandInPipeline` (a sine generator with real progress and cancel).
+app and uvicorn in a thread) over the session's pipeline (`engine` in tests/conftest.py) or, where
+the model does not matter, `StandInPipeline` (a sine generator with real progress and cancel).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -73,12 +73,6 @@ class StandInPipeline:
         tone = 0.3 * np.sin(np.arange(length) * 2 * np.pi * 220 / rate).astype(np.float32)
         audio = [np.stack([tone, tone]) for _ in seeds]
         return GenerationOutput(audio=audio, sample_rate=rate, seeds=seeds, request=request.to_dict())
-
-
-def make_pipeline():
-    """The real pipeline on the tiny parity checkpoints (turbo DiT, CPU)."""
-    from engine.pipeline import Pipeline
-    return Pipeline.from_checkpoints(PARITY_CHECKPOINTS, dit="acestep-v15-turbo", device="cpu")
 
 
 def make_fake_daw():

@@ -5,8 +5,13 @@ import os
 import pytest
 from pythonosc.osc_message import OscMessage
 
-from bridge.ableton.AceCompanion.insert_server import (InsertServer, decode_message, encode_message,
-                                                       load_allowed_roots, path_problem)
+from bridge.ableton.AceCompanion.insert_server import (
+    InsertServer,
+    decode_message,
+    encode_message,
+    load_allowed_roots,
+    path_problem,
+)
 from bridge.ableton.adapter import AbletonAdapter, key_from_live
 from bridge.adapters import AdapterError
 from bridge.host_state import HostState

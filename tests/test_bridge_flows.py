@@ -65,11 +65,11 @@ def reaper_flow(tmp_path):
             app.stop()
 
 
-def _check_clip(path, position_s, frames):
+def _check_clip(path, position_s, frames, beats=24):
     wav = read_wav(path)
     assert wav.sample_rate == HOST_SR and wav.length_samples == frames
     assert wav.acid.tempo == pytest.approx(96) and (wav.acid.meter_num, wav.acid.meter_den) == (3, 4)
-    assert wav.acid.num_beats == 24 and wav.acid.root_note == 57  # A minor from the project key
+    assert wav.acid.num_beats == beats and wav.acid.root_note == 57  # A minor from the project key
     assert wav.bext.time_reference == round(position_s * HOST_SR)
     return wav
 

@@ -63,7 +63,8 @@ def test_region_from_seconds_or_beats_and_tempo_map():
     state.update("ableton", tempo=96.0, meter=(3, 4), region_qn=(6.0, 30.0))
     assert state.region() == Region(3.75, 18.75)
     assert state.region_beats() == (6.0, 30.0)
-    state.update("reaper", tempo_map=[{"qn": 0, "bpm": 120, "num": 4, "den": 4}, {"qn": 8, "bpm": 60, "num": 3, "den": 4}])
+    state.update("reaper", tempo_map=[{"qn": 0, "bpm": 120, "num": 4, "den": 4},
+                                      {"qn": 8, "bpm": 60, "num": 3, "den": 4}])
     assert state.tempo_map().qn_to_seconds(11) == pytest.approx(7)
     state.update("reaper", region_s=(2.0, 4.0))
     assert state.region() == Region(2.0, 4.0)

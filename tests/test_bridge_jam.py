@@ -141,7 +141,7 @@ def test_reaper_jam_stays_ahead_follows_tempo_and_caption_then_stops_clean(jam_r
     chunks = client.all("/acecomp/jam/chunk")
     session = app.jam.session
     grid = TempoMap([TempoPoint(0, 96, 3, 4), TempoPoint(change_s * 96 / 60, 120, 3, 4)])
-    for (index, start, end, path, inserted), chunk in zip(chunks, session.chunks):
+    for (_index, start, end, path, inserted), chunk in zip(chunks, session.chunks):
         bar = grid.seconds_to_bar(start)
         assert bar == pytest.approx(round(bar)) and grid.seconds_to_bar(end) - bar == pytest.approx(2)
         check_clip(path, start, end, 96 if start < change_s else 120)

@@ -1,7 +1,6 @@
 """The /acecomp OSC namespace: parsing, replies, and faults (the bridge keeps running)."""
 
 import json
-import time
 
 import pytest
 
@@ -118,7 +117,10 @@ def test_garbage_datagrams_are_ignored(bridge):
     peer.send_raw(app.commands.port, b"\x00\x01garbage")
     peer.send_raw(app.commands.port, b"/acecomp/tempo\x00\x00,f\x00\x00\x01\x02")  # short float
     peer.send_raw(app.commands.port, b"/acecomp/ping")  # no padding, no type tags
-    time.sleep(0.3)
+    # one server thread handles datagrams in order: once a ping is answered, the garbage before
+    # it has been dealt with
+    peer.send(app.commands.port, "/acecomp/ping")
+    wait_for(lambda: any(addr == "/acecomp/pong" for addr, _ in peer.received), timeout=10)
     assert all(addr in ("/acecomp/error", "/acecomp/pong") for addr, _ in peer.received)
     assert app.host_state.get("tempo") is None
     peer.received.clear()

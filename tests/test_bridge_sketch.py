@@ -12,8 +12,18 @@ import pytest
 from bridge.app import BridgeApp
 from bridge.config import BridgeConfig
 from bridge.grid import TempoMap, TempoPoint
-from bridge.sketch import (BUILTIN_MESSAGE, Sketch, SketchError, SketchNote, find_soundfont, midi_file_tempo_map,
-                           parse_reaper_notes, read_midi_file, render_sketch, sketch_from_live)
+from bridge.sketch import (
+    BUILTIN_MESSAGE,
+    Sketch,
+    SketchError,
+    SketchNote,
+    find_soundfont,
+    midi_file_tempo_map,
+    parse_reaper_notes,
+    read_midi_file,
+    render_sketch,
+    sketch_from_live,
+)
 from bridge.wavchunks import read_wav
 from simulators import wait_for
 from simulators.ableton import SimulatedAbletonOSC

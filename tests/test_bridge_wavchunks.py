@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.wavchunks import (AcidInfo, BextInfo, SmplInfo, WavError, describe, key_to_midi_note, read_wav,
-                              write_wav)
+from bridge.wavchunks import AcidInfo, BextInfo, SmplInfo, WavError, describe, key_to_midi_note, read_wav, write_wav
 
 
 def _tone(frames=4410, channels=2, sr=44100):

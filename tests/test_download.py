@@ -197,7 +197,8 @@ def test_incomplete_after_download_is_reported(fake_hub, tmp_path, capsys):
 
 
 def test_not_enough_disk_space(fake_hub, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**12, used=10**12 - 10, free=10))
+    monkeypatch.setattr(download.shutil, "disk_usage",
+                        lambda path: SimpleNamespace(total=10**12, used=10**12 - 10, free=10))
     assert download.run(_args(tmp_path / "checkpoints")) == 1
     assert "not enough disk space" in capsys.readouterr().err
     assert fake_hub.calls == []

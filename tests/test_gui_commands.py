@@ -8,10 +8,11 @@ import sys
 
 import pytest
 
-from gui import launcher, screenshot
 from engine.process import EngineProcess
-from gui.settings import Settings
 from engine.service.threaded import InProcessEngine
+from gui import launcher, screenshot
+from gui.settings import Settings
+from tests.cli_utils import run_cli
 from tests.gui_helpers import PARITY_CHECKPOINTS, StandInPipeline, qt_app, wait_for
 
 
@@ -23,8 +24,7 @@ def _parse(module, argv: list[str]) -> argparse.Namespace:
 
 @pytest.mark.parametrize("command", ["gui", "screenshot"])
 def test_help_of_each_command_is_printed(command):
-    out = subprocess.run([sys.executable, "-m", "engine.cli", command, "--help"], capture_output=True,
-                         text=True, timeout=120)
+    out = run_cli(command, "--help")
     assert out.returncode == 0, out.stderr
     assert "--engine-url" in out.stdout
 
@@ -158,35 +158,43 @@ def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path
     import json
     import os
     import signal
-    import time
 
     from engine.client import EngineClient, EngineUnavailable
     from engine.process import free_port
+    from simulators.osc import OscPeer, free_udp_port
     url = f"http://127.0.0.1:{free_port()}"
+    osc_port = free_udp_port()
     (tmp_path / "gui.json").write_text(json.dumps({
-        "engine_url": url, "output_dir": str(tmp_path / "out"), "osc_command_port": free_port(),
-        "reaper_listen_port": free_port(), "ableton_listen_port": free_port()}))
+        "engine_url": url, "output_dir": str(tmp_path / "out"), "osc_command_port": osc_port,
+        "reaper_listen_port": free_udp_port(), "ableton_listen_port": free_udp_port()}))
     env = {**os.environ, "ACE_COMPANION_CONFIG_DIR": str(tmp_path), "QT_QPA_PLATFORM": "offscreen",
            "ACE_COMPANION_CHECKPOINTS": str(PARITY_CHECKPOINTS)}
     launcher_process = subprocess.Popen([sys.executable, "-m", "engine.cli", "--checkpoints",
                                          str(PARITY_CHECKPOINTS)], env=env, cwd=tmp_path,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = EngineClient(url, timeout=2)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and launcher_process.poll() is None:
-            try:
-                client.health()
-                break
-            except Exception:
-                time.sleep(0.5)
+    peer = OscPeer()
+
+    def engine_answers():
         assert launcher_process.poll() is None, launcher_process.stdout.read()
-        assert client.health()["status"] == "ok"
+        try:
+            return client.health()["status"] == "ok"
+        except EngineUnavailable:
+            return False
+
+    def bridge_answers():  # the launcher's in-process bridge, started next to the window
+        assert launcher_process.poll() is None, launcher_process.stdout.read()
+        peer.send(osc_port, "/acecomp/ping")
+        return wait_for(lambda: bool(peer.all("/acecomp/pong")), 0.2)
+
+    try:
+        assert wait_for(engine_answers, 180), "the launcher's engine never answered"
+        assert wait_for(bridge_answers, 60), "the launcher's bridge never answered a ping"
         assert (tmp_path / "engine.log").exists()
-        time.sleep(1.0)  # the window and the bridge come up
         launcher_process.send_signal(signal.SIGTERM)
         output, _ = launcher_process.communicate(timeout=60)
     finally:
+        peer.close()
         if launcher_process.poll() is None:
             launcher_process.kill()
     assert launcher_process.returncode == 0, output

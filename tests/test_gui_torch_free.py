@@ -17,7 +17,9 @@ def test_gui_never_imports_torch():
             "from gui.main_window import MainWindow\n"
             "from gui.settings import Settings\n"
             "from engine.client import EngineClient\n"
-            "MainWindow(Settings(), EngineClient('http://127.0.0.1:1', timeout=1), settings_path=__import__('tempfile').mkdtemp() + '/gui.json').close()\n"
+            "settings_path = __import__('tempfile').mkdtemp() + '/gui.json'\n"
+            "client = EngineClient('http://127.0.0.1:1', timeout=1)\n"
+            "MainWindow(Settings(), client, settings_path=settings_path).close()\n"
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
             "print('TORCH' if bad else 'CLEAN')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -1,4 +1,8 @@
-"""The control window against a real engine service on loopback (tiny parity checkpoints)."""
+"""The control window against a real engine service on loopback (tiny parity checkpoints).
+
+`engine` is the session's in-process engine (tests/conftest.py); the window only fetches results
+of jobs created after it opened, so earlier tests' jobs on that engine do not show up here.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,9 @@ import pytest
 
 from engine.service.threaded import InProcessEngine
 from gui.settings import Settings, load_settings
-from tests.gui_helpers import make_pipeline, qt_app, wait_for
+from tests.gui_helpers import qt_app, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    server = InProcessEngine(tmp_path_factory.mktemp("engine-results"), make_pipeline()).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from engine.lm.generate import generate_plan
 from engine.lm.model import LanguageModel
 from engine.lm.planner import call_from_request
 from engine.request import GenerationRequest
-from tests.conftest import PARITY_LM
 from tests.cli_utils import run_cli
+from tests.conftest import PARITY_LM
 from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 
 CASES = sorted(p.stem for p in (PARITY_LM / "cases").glob("*.json"))

@@ -6,8 +6,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.commands.tiny import make_tiny_checkpoints
-from engine.lm.tiny import make_tiny_lm
 from engine.pipeline import Pipeline
 from engine.request import GenerationRequest
 from engine.types import EngineError
@@ -18,10 +16,12 @@ TURBO = "acestep-v15-turbo"
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
+def tiny_root(tmp_path_factory, tiny_checkpoints, tiny_lm_checkpoints):
+    """The session's tiny DiT/VAE/text encoder and tiny LM under one checkpoints folder (links)."""
     root = tmp_path_factory.mktemp("tiny_all")
-    make_tiny_checkpoints(root, seed=1, dits=[TURBO], log=lambda _msg: None)
-    make_tiny_lm(root / "acestep-5Hz-lm-0.6B", seed=5)
+    for source in (tiny_checkpoints, tiny_lm_checkpoints):
+        for folder in source.iterdir():
+            (root / folder.name).symlink_to(folder)
     return root
 
 

@@ -8,7 +8,6 @@ from engine.lm import constants as C
 from engine.lm.model import LanguageModel
 from engine.lm.planner import Planner, apply_plan, call_from_request
 from engine.lm.tasks import format_caption, simple_mode, understand_codes
-from engine.lm.tiny import make_tiny_lm
 from engine.request import GenerationRequest, RequestError, is_valid_keyscale
 from engine.types import Cancelled, CheckpointError
 from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -17,10 +16,9 @@ SHORT = 12  # caption token budget: random weights never end a caption on their 
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_lm")
-    make_tiny_lm(root / "acestep-5Hz-lm-0.6B", seed=3)
-    return root
+def tiny_root(tiny_lm_checkpoints):
+    """`make_tiny_lm(root / "acestep-5Hz-lm-0.6B", seed=3)`, made once per session (tests/conftest.py)."""
+    return tiny_lm_checkpoints
 
 
 @pytest.fixture(scope="module")

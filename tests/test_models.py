@@ -16,8 +16,14 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from engine.models.acestep import (AceStepConditionGenerationModel, AceStepConfig, DiTLoop,
-                                   build_self_attention_mask, pack_sequences, resolve_compile)
+from engine.models.acestep import (
+    AceStepConditionGenerationModel,
+    AceStepConfig,
+    DiTLoop,
+    build_self_attention_mask,
+    pack_sequences,
+    resolve_compile,
+)
 from engine.types import CheckpointError
 from tests.parity_utils import CHECKPOINTS
 

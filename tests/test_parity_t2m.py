@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import soundfile as sf
-import torch
 from safetensors.torch import load_file
 
 from engine.request import GenerationRequest
@@ -17,13 +16,6 @@ T2M_CASES = [
     "t2m_base_cfg_apg",
     "t2m_turbo_batch2",
 ]
-
-
-@pytest.fixture(scope="module")
-def pipeline():
-    from engine.pipeline import Pipeline
-    torch.set_num_threads(2)
-    return Pipeline.from_checkpoints(CHECKPOINTS, dit="acestep-v15-turbo", device="cpu")
 
 
 @pytest.mark.parametrize("name", T2M_CASES)

@@ -2,36 +2,27 @@
 
 Acceptance as in tests/data/parity/README.md: exact ids/masks/codes/shapes; max|err|/RMS < 1e-4 for
 hidden states and latents; < 2e-4 for audio. `repaint_turbo_middle` repaints a 2.3 s region, below
-our 3 s minimum, so these runs switch `Pipeline.enforce_region_limits` off.
+our 3 s minimum, so these runs switch `Pipeline.enforce_region_limits` off (for the test only).
+Every case runs on the session pipeline; a case naming the base DiT loads it there.
 """
 
 import pytest
-import torch
 
+from tests.conftest import region_limits_off
 from tests.parity_utils import CHECKPOINTS, case_request, compare_dump, load_case, write_case_request
 
 CASES = ["repaint_turbo_middle", "repaint_turbo_outpaint_end", "cover_turbo_strength1",
          "cover_turbo_strength05_reference", "lego_base_guitar", "extract_base_vocals",
          "complete_base_drums_bass_adg"]
 
-_PIPELINES = {}
-
-
-def pipeline_for(dit):
-    from engine.pipeline import Pipeline
-
-    if dit not in _PIPELINES:
-        pipe = Pipeline.from_checkpoints(CHECKPOINTS, dit=dit, device="cpu", dtype=torch.float32)
-        pipe.enforce_region_limits = False
-        _PIPELINES[dit] = pipe
-    return _PIPELINES[dit]
-
 
 @pytest.mark.parametrize("name", CASES)
-def test_parity_case(name):
+def test_parity_case(pipeline, name):
     case, expected, path = load_case(name)
     request = case_request(path)
-    out = pipeline_for(case["dit"]).generate(request, dump=True)
+    assert request.dit == case["dit"]
+    with region_limits_off(pipeline):
+        out = pipeline.generate(request, dump=True)
     assert tuple(out.audio[0].shape) == (2, case["derived"]["audio_samples"])
     problems = compare_dump(out.dump, expected)
     assert not problems, f"{name}:\n  " + "\n  ".join(problems)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.regions import check_region_length, frame_range, pad_source, ramp_mask, splice_waveform
-from engine.units import plan_region, seconds_to_frame
 from engine.request import RequestError
+from engine.units import plan_region, seconds_to_frame
 from tests.conftest import PARITY
 
 SR = 48000

@@ -9,9 +9,20 @@ import pytest
 import torch
 
 from engine import samplers
-from engine.samplers import (APG, DCWSettings, RepaintSettings, SamplerSettings, adg, base_timesteps,
-                             boundary_soft_mask, dcw_correct, haar_lowpass, repaint_inject, sample,
-                             turbo_timesteps)
+from engine.samplers import (
+    APG,
+    DCWSettings,
+    RepaintSettings,
+    SamplerSettings,
+    adg,
+    base_timesteps,
+    boundary_soft_mask,
+    dcw_correct,
+    haar_lowpass,
+    repaint_inject,
+    sample,
+    turbo_timesteps,
+)
 from engine.types import Cancelled
 
 

@@ -11,8 +11,8 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.service.app import create_app
 from engine.request import RequestError
+from engine.service.app import create_app
 from engine.service.core import EngineService
 from engine.service.guard import UNAUTHENTICATED_BODY_LIMIT
 from simulators import wait_for

@@ -12,12 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
-from tests.service_support import CLIENT_HEADERS
 from engine.service.cli import check_bind, is_loopback
 from engine.service.core import EngineService
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import write_tone
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture
@@ -176,7 +175,8 @@ def test_token_required_on_every_route_when_set(service):
 
 
 def test_cors_only_for_allowed_origins(service):
-    with TestClient(create_app(service, token="t", allow_origins=["http://localhost:5173"]), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    app = create_app(service, token="t", allow_origins=["http://localhost:5173"])
+    with TestClient(app, base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
         preflight = c.options("/release_task", headers={"Origin": "http://localhost:5173",
                                                         "Access-Control-Request-Method": "POST"})
         assert preflight.status_code == 200

@@ -13,13 +13,11 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
-from engine import pipeline as pipeline_module
 from engine.service.app import create_app
-from tests.service_support import CLIENT_HEADERS
 from engine.service.core import RESTARTED_MESSAGE, EngineService
 from simulators import wait_for
-from tests.service_support import write_tone
-
+from tests.conftest import PARITY
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}
@@ -27,7 +25,8 @@ REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, parity_checkpoints):
-    """The parity checkpoints plus a DiT folder whose weights are truncated."""
+    """The parity checkpoints plus a DiT folder whose weights are truncated (for the session
+    pipeline, see the model-load test, and for the engine process)."""
     root = tmp_path_factory.mktemp("checkpoints")
     for entry in os.listdir(parity_checkpoints):
         os.symlink(parity_checkpoints / entry, root / entry)
@@ -41,18 +40,12 @@ def checkpoints(tmp_path_factory, parity_checkpoints):
     return root
 
 
-@pytest.fixture(scope="module")
-def pipeline(checkpoints):
-    return pipeline_module.Pipeline.from_checkpoints(checkpoints, dit="acestep-v15-turbo", device="cpu")
-
-
 @pytest.fixture
 def service(pipeline, tmp_path):
     svc = EngineService(pipeline, tmp_path / "results", log=lambda line: None)
     svc.start()
     yield svc
     svc.stop()
-    pipeline.load_dit("acestep-v15-turbo")
 
 
 @pytest.fixture
@@ -64,6 +57,11 @@ def client(service):
 def _wait_final(client, job_id, timeout=120):
     return wait_for(lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["state"] in
                     ("done", "failed", "cancelled") and j, timeout=timeout)
+
+
+def _finish(client, request):
+    """Submit `request` and wait for the job's final state."""
+    return _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
 
 
 def test_lifecycle_submit_watch_download(client, service, tmp_path):
@@ -153,35 +151,36 @@ def test_out_of_memory_fails_only_that_job(client, service, pipeline, monkeypatc
 
     monkeypatch.setattr(pipeline, "generate", oom)
     for caption in ("too big", "too big for ram"):
-        job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "caption": caption}}).json()["id"])
+        job = _finish(client, {**REQUEST, "caption": caption})
         assert job["state"] == "failed" and job["error"].startswith("out of memory")
     job = _wait_final(client, client.post("/v1/jobs", json={"request": REQUEST}).json()["id"])
     assert job["state"] == "done"
     assert client.get("/health").json()["status"] == "ok"
 
 
-def test_model_that_fails_to_load_fails_the_job_not_the_engine(client):
-    job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-broken"}}).json()["id"])
+def test_model_that_fails_to_load_fails_the_job_not_the_engine(client, pipeline, checkpoints, monkeypatch):
+    monkeypatch.setattr(pipeline, "root", checkpoints)  # DiT folders come from the root with the broken one
+    job = _finish(client, {**REQUEST, "dit": "acestep-v15-broken"})
     assert job["state"] == "failed"
     assert "acestep-v15-broken" in job["error"] or "model.safetensors" in job["error"]
-    missing = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-nope"}}).json()["id"])
+    missing = _finish(client, {**REQUEST, "dit": "acestep-v15-nope"})
     assert missing["state"] == "failed" and missing["error"]
 
     response = client.post("/v1/models/load", json={"dit": "acestep-v15-broken"})
     assert response.status_code == 400 and response.json()["detail"]
-    job = _wait_final(client, client.post("/v1/jobs", json={"request": {**REQUEST, "dit": "acestep-v15-turbo"}}).json()["id"])
+    job = _finish(client, {**REQUEST, "dit": "acestep-v15-turbo"})
     assert job["state"] == "done", job["error"]
 
 
 def test_uploaded_source_is_used_and_a_corrupt_one_fails_the_job(client, service, tmp_path):
-    tone = write_tone(tmp_path / "src.wav", seconds=6.0)
-    with open(tone, "rb") as fh:
+    source = PARITY / "cases" / "audio" / "source.wav"  # audio the session pipeline already knows
+    with open(source, "rb") as fh:
         file_id = client.post("/v1/files", files={"file": ("src.wav", fh, "audio/wav")}).json()["id"]
     request = {**REQUEST, "task_type": "repaint", "src_audio": f"file:{file_id}", "repainting_start": 1.0,
                "repainting_end": 4.0, "duration": 6.0}
     good = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])
     assert good["state"] == "done", good["error"]
-    assert abs(good["results"][0]["duration"] - 6.0) < 0.05
+    assert abs(good["results"][0]["duration"] - soundfile.info(str(source)).duration) < 0.05
     # the upload was fine; the file is damaged on disk afterwards
     service.store.upload_path(file_id).write_bytes(b"RIFF....WAVEfmt garbage")
     job = _wait_final(client, client.post("/v1/jobs", json={"request": request}).json()["id"])

@@ -11,12 +11,11 @@ from fastapi.testclient import TestClient
 from engine.request import RequestError
 from engine.service import upstream
 from engine.service.app import create_app
-from tests.service_support import CLIENT_HEADERS
 from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import write_tone
+from tests.service_support import CLIENT_HEADERS, write_tone
 
 
 @pytest.fixture

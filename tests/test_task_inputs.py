@@ -7,7 +7,11 @@ import torch
 
 from engine.request import TRACK_NAMES, GenerationRequest, RequestError
 from engine.task_inputs import (
-    check_track_names, parse_audio_codes, prepare_reference, prepare_source, silence_frames,
+    check_track_names,
+    parse_audio_codes,
+    prepare_reference,
+    prepare_source,
+    silence_frames,
 )
 
 SR = 48000

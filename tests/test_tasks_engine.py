@@ -9,17 +9,16 @@ import torch
 from engine.audio_io import load_audio, write_audio
 from engine.request import TRACK_NAMES, GenerationRequest, RequestError
 from engine.types import EngineError
-from tests.parity_utils import CASES_DIR, CHECKPOINTS, case_request, load_case
+from tests.parity_utils import CASES_DIR, case_request, load_case
 
 SR = 48000
 SOURCE = str(CASES_DIR / "audio" / "source.wav")
 
 
-@pytest.fixture(scope="module")
-def turbo():
-    from engine.pipeline import Pipeline
-
-    return Pipeline.from_checkpoints(CHECKPOINTS, dit="acestep-v15-turbo", device="cpu", dtype=torch.float32)
+@pytest.fixture
+def turbo(pipeline):
+    """The session pipeline (turbo DiT), restored after each test."""
+    return pipeline
 
 
 def _repaint(src, start, end, **extra):
@@ -46,30 +45,41 @@ def test_repaint_keeps_the_outside_exactly(turbo):
     assert not torch.allclose(pred[:, 25:112], clean[:, 25:112])
 
 
-def test_chained_continuation(turbo, tmp_path):
-    source = load_audio(SOURCE)
-    first = turbo.generate(_repaint(SOURCE, 5.9, 9.0))
+@pytest.fixture(scope="module")
+def short_source(tmp_path_factory):
+    """The first 2.5 s of the parity source: continuations encode the source plus the new part, and
+    the tiny VAE encoder costs about a second of CPU per second of audio."""
+    path = tmp_path_factory.mktemp("short") / "short.wav"
+    return write_audio(path, load_audio(SOURCE)[:, :int(2.5 * SR)])
+
+
+def test_chained_continuation(turbo, short_source, tmp_path):
+    source = load_audio(short_source)
+    source_s = source.shape[1] / SR
+    first = turbo.generate(_repaint(short_source, source_s, source_s + 3.0))
     audio1 = torch.from_numpy(first.audio[0])
-    padded = source.shape[1] + int((9.0 - 5.9) * SR)
+    padded = source.shape[1] + int(3.0 * SR)
     assert audio1.shape[1] == padded // 1920 * 1920  # the requested length, cut to whole latent frames
-    assert audio1.shape[1] >= 9.0 * SR - 1920
+    assert audio1.shape[1] >= (source_s + 3.0) * SR - 1920
     keep = source.shape[1] - int(0.025 * SR)
     assert torch.equal(audio1[:, :keep], source[:, :keep])
     assert audio1[:, source.shape[1]:].abs().max() > 1e-3  # the new part is not silence
 
     path1 = write_audio(tmp_path / "first.wav", audio1)
     seconds1 = audio1.shape[1] / SR
-    second = turbo.generate(_repaint(path1, seconds1, seconds1 + 4.0, seed=6))
+    end2 = seconds1 + 3.2
+    second = turbo.generate(_repaint(path1, seconds1, end2, seed=6))
     audio2 = torch.from_numpy(second.audio[0])
-    assert audio2.shape[1] == (audio1.shape[1] + int(4.0 * SR)) // 1920 * 1920
+    assert audio2.shape[1] == (audio1.shape[1] + int((end2 - seconds1) * SR)) // 1920 * 1920
     keep2 = audio1.shape[1] - int(0.025 * SR)
     assert torch.equal(audio2[:, :keep2], audio1[:, :keep2])
 
 
-def test_normalised_continuation_scales_the_old_part_uniformly(turbo):
-    out = turbo.generate(_repaint(SOURCE, 5.9, 9.0, enable_normalization=True))
+def test_normalised_continuation_scales_the_old_part_uniformly(turbo, short_source):
+    source = load_audio(short_source).double()
+    source_s = source.shape[1] / SR
+    out = turbo.generate(_repaint(short_source, source_s, source_s + 3.0, enable_normalization=True))
     audio = torch.from_numpy(out.audio[0]).double()
-    source = load_audio(SOURCE).double()
     keep = source.shape[1] - int(0.025 * SR)
     gain = audio[:, :keep].abs().max() / source[:, :keep].abs().max()
     assert torch.allclose(audio[:, :keep], gain * source[:, :keep], atol=1e-6)

@@ -13,11 +13,10 @@ from engine import checkpoints as ck
 from engine.commands import tiny
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    tiny.make_tiny_checkpoints(root, seed=0, log=lambda message: None)
-    return root
+@pytest.fixture
+def tiny_root(tiny_checkpoints) -> Path:
+    """`tiny.make_tiny_checkpoints(root, seed=0)`, made once per session (tests/conftest.py)."""
+    return tiny_checkpoints
 
 
 def test_every_published_dit_folder_is_written(tiny_root):

@@ -23,8 +23,8 @@ from fastapi.testclient import TestClient
 from engine.pipeline import Pipeline
 from engine.service.app import create_app
 from engine.service.core import EngineService
-from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 from simulators import wait_for
+from tests.lm_utils import one_torch_thread  # noqa: F401 (autouse fixture)
 from tests.service_support import write_tone
 
 DATA = Path(__file__).parent / "data"
