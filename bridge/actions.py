@@ -20,8 +20,14 @@ from typing import Any
 from bridge import grid
 from bridge.errors import BridgeError
 from bridge.grid import GridError, Region, TempoMap
-from engine.request import (BASE_ONLY_TASKS, TIME_SIGNATURES, TRACK_NAMES, GenerationRequest, RequestError,
-                            is_valid_keyscale)
+from engine.request import (
+    BASE_ONLY_TASKS,
+    TIME_SIGNATURES,
+    TRACK_NAMES,
+    GenerationRequest,
+    RequestError,
+    is_valid_keyscale,
+)
 from engine.units import MAX_REGION_S, MIN_REGION_S, SAMPLE_RATE
 
 BASE_DIT = "acestep-v15-base"

@@ -17,7 +17,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bridge.actions import ACTION_NAMES, ActionPlan, ClipPlan, HostView, plan_action
 from bridge.adapters import AdapterError, HostAdapter

@@ -37,7 +37,8 @@ import logging
 import os
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bridge.actions import ACTION_NAMES
 from bridge.errors import BridgeError

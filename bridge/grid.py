@@ -145,11 +145,11 @@ class TempoMap:
 
     # -- construction
     @classmethod
-    def constant(cls, bpm: float, numerator: int = 4, denominator: int = 4) -> "TempoMap":
+    def constant(cls, bpm: float, numerator: int = 4, denominator: int = 4) -> TempoMap:
         return cls([TempoPoint(0.0, bpm, numerator, denominator)])
 
     @classmethod
-    def from_seconds(cls, markers: list[tuple[float, float, int, int]]) -> "TempoMap":
+    def from_seconds(cls, markers: list[tuple[float, float, int, int]]) -> TempoMap:
         """Build from (time_s, bpm, num, den) markers, as REAPER's `GetTempoTimeSigMarker` gives them."""
         if not markers:
             raise GridError("a tempo map needs at least one tempo")
@@ -263,7 +263,7 @@ class Region:
         return self.end_s - self.start_s
 
     @classmethod
-    def from_beats(cls, start_qn: float, end_qn: float, tempo: TempoLike) -> "Region":
+    def from_beats(cls, start_qn: float, end_qn: float, tempo: TempoLike) -> Region:
         m = as_tempo_map(tempo)
         return cls(m.qn_to_seconds(start_qn), m.qn_to_seconds(end_qn))
 
@@ -330,7 +330,8 @@ def context_window(region: Region, *, min_window_s: float = MIN_CONTEXT_S,
                    pad_s: float = FULL_MASK_PAD_S, tempo: TempoLike | None = None) -> ContextWindow:
     """Model input around `region`: at least `min_window_s`, centred on the region where the
     project start allows, padded by `pad_s` per side when the region fills >= `fill_ratio`
-    of the window (more padding where 1 s is not enough), widened to whole bars when `tempo` is given, never longer than `max_window_s`.
+    of the window (more padding where 1 s is not enough), widened to whole bars when `tempo` is
+    given, never longer than `max_window_s`.
     """
     max_window_s = min(_finite("max_window_s", max_window_s), MAX_DURATION_S)
     if min_window_s > max_window_s:

@@ -28,15 +28,28 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from bridge import grid
 from bridge.actions import check_region_length, engine_takes_region_pcm, host_metas
-from bridge.clips import (ENGINE_SAMPLE_RATE, ClipError, ClipMeta, apply_edge_fades, clip_path, cut_result,
-                          read_audio, resample, source_excerpt, take, write_clip, write_context)
+from bridge.clips import (
+    ENGINE_SAMPLE_RATE,
+    ClipError,
+    ClipMeta,
+    apply_edge_fades,
+    clip_path,
+    cut_result,
+    read_audio,
+    resample,
+    source_excerpt,
+    take,
+    write_clip,
+    write_context,
+)
 from bridge.grid import GridError, Region, TempoMap
 from bridge.jobs import region_pcm
 
@@ -458,7 +471,8 @@ class JamSession:
                                track_name=self.track, length_s=chunk.end_s - chunk.start_s,
                                timeout_s=self.app.config.insert_timeout_s)
         except AdapterError as exc:
-            self._emit({"type": "offer", "path": chunk.path, "message": f"{exc}; drag the chunk into the DAW from the clip folder"})
+            self._emit({"type": "offer", "path": chunk.path,
+                        "message": f"{exc}; drag the chunk into the DAW from the clip folder"})
             return False
         return True
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bridge.actions import ActionPlan, ClipPlan
 from bridge.clips import ClipMeta, apply_edge_fades, clip_path, cut_result, read_audio, resample, take, write_clip

@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from bridge.host_state import HostState
 
@@ -162,7 +163,7 @@ class MidiListener:
 def _mido():
     import mido
     try:
-        mido.backend.module  # loads the backend (python-rtmidi by default)
+        _ = mido.backend.module  # reading it loads the backend (python-rtmidi by default)
     except ImportError as exc:
         raise MidiUnavailable(f"MIDI ports need python-rtmidi ({exc}); install it with "
                               f"`pip install python-rtmidi`, or run the bridge without --midi-in") from None

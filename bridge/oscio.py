@@ -18,7 +18,8 @@ import logging
 import math
 import socketserver
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
@@ -123,7 +124,7 @@ class _Handler(socketserver.BaseRequestHandler):
 class _UDPServer(socketserver.UDPServer):
     max_packet_size = 65536
 
-    def __init__(self, address: Address, endpoint: "OscEndpoint"):
+    def __init__(self, address: Address, endpoint: OscEndpoint):
         self.endpoint = endpoint
         super().__init__(address, _Handler)
 

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.grid import (GridError, Region, TempoMap, TempoPoint, seconds_to_samples, snap_region_to_bars,
-                         span_samples)
+from bridge.grid import GridError, Region, TempoMap, TempoPoint, seconds_to_samples, snap_region_to_bars, span_samples
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import soundfile as sf
 
@@ -89,7 +90,7 @@ class SourceFetcher:
         """The engine no longer has `file_id` (expired): upload its local copy again and return
         the new id; None when it was not a remembered source."""
         with self._lock:
-            for key, entry in self._cache.items():
+            for entry in self._cache.values():
                 if entry.file_id == file_id and os.path.isfile(entry.path):
                     entry.file_id = self._upload(entry.path)
                     return entry.file_id

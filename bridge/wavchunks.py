@@ -57,7 +57,7 @@ class AcidInfo:
                            int(self.meter_den), int(self.meter_num), float(self.tempo))
 
     @classmethod
-    def unpack(cls, data: bytes) -> "AcidInfo":
+    def unpack(cls, data: bytes) -> AcidInfo:
         if len(data) < 24:
             raise WavError(f"acid chunk is {len(data)} bytes, expected 24")
         flags, root, _, _, beats, den, num, tempo = struct.unpack("<IHHfIHHf", data[:24])
@@ -93,7 +93,7 @@ class BextInfo:
         return body
 
     @classmethod
-    def unpack(cls, data: bytes) -> "BextInfo":
+    def unpack(cls, data: bytes) -> BextInfo:
         if len(data) < 602:
             raise WavError(f"bext chunk is {len(data)} bytes, expected at least 602")
 
@@ -102,7 +102,8 @@ class BextInfo:
         low, high = struct.unpack("<II", data[338:346])
         return cls(time_reference=(high << 32) | low, description=text(0, 256), originator=text(256, 288),
                    originator_reference=text(288, 320), origination_date=text(320, 330),
-                   origination_time=text(330, 338), coding_history=data[602:].split(b"\0", 1)[0].decode("ascii", "replace"))
+                   origination_time=text(330, 338),
+                   coding_history=data[602:].split(b"\0", 1)[0].decode("ascii", "replace"))
 
 
 @dataclass
@@ -118,7 +119,7 @@ class SmplInfo:
         return head + b"".join(struct.pack("<6I", 0, 0, a, b, 0, 0) for a, b in loops)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "SmplInfo":
+    def unpack(cls, data: bytes) -> SmplInfo:
         if len(data) < 36:
             raise WavError(f"smpl chunk is {len(data)} bytes, expected at least 36")
         _, _, period, unity, _, _, _, count, _ = struct.unpack("<9I", data[:36])
@@ -267,7 +268,8 @@ def read_wav(path: str | os.PathLike) -> WavFile:
     fmt_code, channels, rate, _, _, bits = struct.unpack("<HHIIHH", found["fmt "][:16])
     if fmt_code == 0xFFFE and len(found["fmt "]) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format's first u16
         fmt_code = struct.unpack("<H", found["fmt "][24:26])[0]
-    name = {(FORMAT_PCM, 16): "pcm16", (FORMAT_PCM, 24): "pcm24", (FORMAT_FLOAT, 32): "float32"}.get((fmt_code, bits), "")
+    names = {(FORMAT_PCM, 16): "pcm16", (FORMAT_PCM, 24): "pcm24", (FORMAT_FLOAT, 32): "float32"}
+    name = names.get((fmt_code, bits), "")
     audio = _decode(found["data"], fmt_code, bits, channels)
     return WavFile(
         audio=audio, sample_rate=rate, sample_format=name,
@@ -280,8 +282,8 @@ def read_wav(path: str | os.PathLike) -> WavFile:
 
 def describe(wav: WavFile) -> dict[str, Any]:
     """A JSON-friendly summary (length in samples, rate, tempo, beats, meter, time reference)."""
-    out: dict[str, Any] = {"length_samples": wav.length_samples, "sample_rate": wav.sample_rate, "channels": wav.audio.shape[0],
-                           "format": wav.sample_format}
+    out: dict[str, Any] = {"length_samples": wav.length_samples, "sample_rate": wav.sample_rate,
+                           "channels": wav.audio.shape[0], "format": wav.sample_format}
     if wav.acid:
         out.update(tempo=wav.acid.tempo, beats=wav.acid.num_beats,
                    meter=f"{wav.acid.meter_num}/{wav.acid.meter_den}", root_note=wav.acid.root_note)

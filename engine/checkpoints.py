@@ -23,9 +23,9 @@ import os
 import struct
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from engine.types import CheckpointError
 
@@ -342,8 +342,9 @@ def describe_root(root: str | os.PathLike | None = None) -> list[dict]:
     """One entry per registry folder: what is on disk under the checkpoints root.
 
     Keys: name, kind, repo_id, description, present (the folder exists), complete (it
-    validates), tiny (random weights from `make-tiny-checkpoints`), size (bytes on disk), approx_size (published download size), problem
-    (the validation message when present but incomplete, else None).
+    validates), tiny (random weights from `make-tiny-checkpoints`), size (bytes on disk),
+    approx_size (published download size), problem (the validation message when present but
+    incomplete, else None).
     """
     root = resolve_root(root)
     entries = []
@@ -424,7 +425,8 @@ def load_safetensors_checked(path: str | os.PathLike, module, prefix: str = "",
         result = module.load_state_dict(state, strict=False)
     still_missing = [k for k in result.missing_keys if k not in allowed]
     if still_missing or result.unexpected_keys:  # pragma: no cover - ruled out by the header check
-        raise CheckpointError(f"{path}: keys do not match the model ({still_missing[:1] or result.unexpected_keys[:1]})")
+        mismatch = still_missing[:1] or result.unexpected_keys[:1]
+        raise CheckpointError(f"{path}: keys do not match the model ({mismatch})")
 
 
 def load_vae(folder: str | os.PathLike):

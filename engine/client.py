@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -56,7 +57,7 @@ class EngineClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "EngineClient":
+    def __enter__(self) -> EngineClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

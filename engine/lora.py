@@ -88,8 +88,9 @@ def read_adapter(folder: str | os.PathLike, name: str | None = None) -> LoraAdap
         if (folder / DIFFUSERS_FILE).is_file():
             return _read_diffusers(folder, name)
         if any(folder.glob("*.safetensors")):
-            raise LoraError(f"lora: {folder} has no {CONFIG_FILE}; supported are PEFT LoRA folders (adapter_config.json + "
-                            f"{WEIGHTS_FILE}, as upstream's trainer writes them) and diffusers' {DIFFUSERS_FILE}")
+            raise LoraError(f"lora: {folder} has no {CONFIG_FILE}; supported are PEFT LoRA folders "
+                            f"(adapter_config.json + {WEIGHTS_FILE}, as upstream's trainer writes them) and "
+                            f"diffusers' {DIFFUSERS_FILE}")
         raise LoraError(f"lora: {config_path}: missing file")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -19,9 +19,9 @@ import random
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,8 +29,14 @@ import torch
 from engine import checkpoints
 from engine.devices import resolve_device_dtype
 from engine.lora import LoraSet
-from engine.models.acestep import (BUCKET_FRAMES, AceStepConditionGenerationModel, DiTLoop, bucket_frames,
-                                   resolve_compile, warm_up)
+from engine.models.acestep import (
+    BUCKET_FRAMES,
+    AceStepConditionGenerationModel,
+    DiTLoop,
+    bucket_frames,
+    resolve_compile,
+    warm_up,
+)
 from engine.models.text_encoder import CAPTION_MAX_TOKENS, LYRIC_MAX_TOKENS, TextEncoder, TokenBatch, pad_or_truncate
 from engine.models.vae import VAE
 from engine.regions import splice_waveform
@@ -123,7 +129,7 @@ class Pipeline:
     @classmethod
     def from_checkpoints(cls, root, dit: str = DEFAULT_DIT, lm: str | None = None, device=None,
                          dtype=None, compile: str | bool = "off", low_vram: bool | None = None,
-                         warm_up_s: tuple[float, ...] = WARM_UP_S) -> "Pipeline":
+                         warm_up_s: tuple[float, ...] = WARM_UP_S) -> Pipeline:
         """Load text encoder, VAE and DiT. `compile`: auto|on|off (auto = on for CUDA), with a warm-up
         for `warm_up_s` request lengths; `low_vram`: True/False forces offloading between stages on/off,
         None decides by the GPU's size (see `plan_vram`)."""
@@ -155,7 +161,7 @@ class Pipeline:
         wrapped = [Offloaded(owner, module, self.device) if self.vram.offload and owner is not None else owner
                    for owner, module in zip(owners, modules)]
         if not self.vram.offload:
-            for owner, module in zip(owners, modules):
+            for module in modules:
                 if module is not None:
                     module.to(self.device)
         self.text_encoder, self.vae, self.lm = wrapped
@@ -177,7 +183,7 @@ class Pipeline:
             problem = f"compiling the DiT step failed ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
             if choice in ("on", True):
                 raise EngineError(f"--compile on: {problem}") from None
-            warnings.warn(f"--compile auto: {problem}; the DiT runs eager")
+            warnings.warn(f"--compile auto: {problem}; the DiT runs eager", stacklevel=2)
             self.compile_dit, self._compiled_decoder = False, None
 
     def load_dit(self, name: str, default: bool = True) -> None:
@@ -330,7 +336,8 @@ class Pipeline:
         if dump and lm_plan is not None:
             dumped.update(lm_plan.dump_tensors())
         return GenerationOutput(
-            audio=audio_items, sample_rate=request.output_sample_rate or SAMPLE_RATE, seeds=seeds, request=request.to_dict(),
+            audio=audio_items, sample_rate=request.output_sample_rate or SAMPLE_RATE, seeds=seeds,
+            request=request.to_dict(),
             timings=timings, lm_plan=lm_plan.to_dict() if lm_plan else None, dump=dumped if dump else None,
             models={"dit": self.dit_name, "lm": self.lm_name or "", "lora": lora_name or "",
                     "lora_scale": lora_scale if lora_name else None},
@@ -348,13 +355,13 @@ class Pipeline:
                 raise Cancelled("cancelled")
         return on_tile
 
-    def _audio_encoder(self, work: "Work", emit, cancel):
+    def _audio_encoder(self, work: Work, emit, cancel):
         """Reference audio: encoded whole, every frame through the encoder counted."""
         on_tile = self._tile_progress("encode_audio", "encoding reference audio", emit, cancel,
                                       count=lambda samples: work.add_encoded(samples // HOP_SAMPLES))
         return lambda wave: self.encode_waveform(wave, on_tile)
 
-    def _source_encoder(self, work: "Work", emit, cancel):
+    def _source_encoder(self, work: Work, emit, cancel):
         """Source audio: through the source cache on the fast path, else encoded whole."""
         on_tile = self._tile_progress("encode_audio", "encoding source audio", emit, cancel,
                                       count=lambda samples: work.add_encoded(samples // HOP_SAMPLES))
@@ -404,7 +411,7 @@ class Pipeline:
         return {**text_side, "context_latents": context}, hit
 
     def _run(self, request: GenerationRequest, cond: Conditioning, seeds: list[int], emit, cancel, dump: bool,
-             timings: dict, work: "Work"):
+             timings: dict, work: Work):
         started = time.perf_counter()
         emit(ProgressEvent("encode_text", 0, 1, "encoding caption and lyrics"))
         cacheable = self.fast_path and request.reference_audio is None
@@ -481,7 +488,7 @@ class Pipeline:
                       for k, v in dumped.items() if isinstance(v, torch.Tensor)}
         return audio_items, full_items, dumped
 
-    def _decode(self, latents: torch.Tensor, cond: Conditioning, request: GenerationRequest, work: "Work",
+    def _decode(self, latents: torch.Tensor, cond: Conditioning, request: GenerationRequest, work: Work,
                 emit, cancel) -> torch.Tensor:
         """Latents [B, T, 64] -> audio [B, 2, T * 1920].
 

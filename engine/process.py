@@ -53,7 +53,7 @@ class EngineProcess:
             command += ["--results", os.fspath(self.results)]
         return command + self.extra_args
 
-    def start(self, append_log: bool = False) -> "EngineProcess":
+    def start(self, append_log: bool = False) -> EngineProcess:
         """Start the engine; `append_log` keeps the earlier log (restarts), else it starts empty."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self._log is not None:
@@ -64,7 +64,7 @@ class EngineProcess:
         self.starts += 1
         return self
 
-    def restart(self, grace_s: float = 5.0) -> "EngineProcess":
+    def restart(self, grace_s: float = 5.0) -> EngineProcess:
         """Stop the engine if it still runs and start it again on the same port (reloads every model)."""
         self.stop(grace_s)
         return self.start(append_log=True)
@@ -108,7 +108,7 @@ class EngineProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "EngineProcess":
+    def __enter__(self) -> EngineProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -133,7 +133,7 @@ class GenerationRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base_dir: str | os.PathLike | None = None,
-                  strict: bool = True) -> "GenerationRequest":
+                  strict: bool = True) -> GenerationRequest:
         """Build and validate a request. Unknown keys are an error when `strict`.
 
         `src_audio` / `reference_audio` given as relative paths are resolved
@@ -157,7 +157,7 @@ class GenerationRequest:
         return req.ensure_valid()
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "GenerationRequest":
+    def from_json_file(cls, path: str | os.PathLike) -> GenerationRequest:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -170,10 +170,10 @@ class GenerationRequest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "GenerationRequest":
+    def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes).ensure_valid()
 
-    def with_inputs(self, **paths: str | None) -> "GenerationRequest":
+    def with_inputs(self, **paths: str | None) -> GenerationRequest:
         """A copy with `src_audio` / `reference_audio` swapped for resolved paths, still validated
         (the service resolves `file:<id>` references after checking the request once)."""
         unknown = set(paths) - {"src_audio", "reference_audio"}
@@ -183,7 +183,7 @@ class GenerationRequest:
         new._validated = getattr(self, "_validated", False)
         return new
 
-    def ensure_valid(self) -> "GenerationRequest":
+    def ensure_valid(self) -> GenerationRequest:
         """Validate unless this object already was (requests are validated once, at the boundary)."""
         if not getattr(self, "_validated", False):
             self.validate()
@@ -354,7 +354,7 @@ class GenerationRequest:
 OUTPUT_RATE_RANGE = (8000, 192000)
 
 
-def _check_output_shape(request: "GenerationRequest") -> None:
+def _check_output_shape(request: GenerationRequest) -> None:
     """`output_region`: [start_s, end_s] with 0 <= start < end (end -1 = the end); `output_sample_rate`."""
     if request.output_region is not None:
         region = request.output_region

@@ -13,8 +13,8 @@ condition and the null condition as one batch [cond; uncond] and combines them w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 

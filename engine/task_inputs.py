@@ -23,8 +23,8 @@ Summary of the rules (upstream ACE-Step 1.5, spec §8):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -12,8 +12,9 @@ so this module never imports the pipeline. The audio-side rules live in `engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
-                     quit_on_signals)
+from gui.app import add_connection_arguments, apply_connection_arguments, make_application, make_client, quit_on_signals
 from gui.settings import load_settings
 
 

@@ -100,7 +100,7 @@ def plain_error(error: str | None) -> str:
         return "failed (no reason given)"
     line = str(error).strip().splitlines()[0]
     if line.startswith("Traceback"):
-        lines = [l for l in str(error).strip().splitlines() if l.strip()]
+        lines = [text for text in str(error).strip().splitlines() if text.strip()]
         line = lines[-1] if lines else line
     for prefix in ("RequestError: ", "EngineError: ", "CheckpointError: "):
         if line.startswith(prefix):

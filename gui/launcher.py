@@ -12,12 +12,11 @@ import ipaddress
 import sys
 from urllib.parse import urlparse
 
-from gui.app import (add_connection_arguments, apply_connection_arguments, make_application, make_client,
-                     quit_on_signals)
 from engine.process import EngineProcess
+from gui.app import add_connection_arguments, apply_connection_arguments, make_application, make_client, quit_on_signals
 from gui.bridge_link import explain_port_clash, port_in_use
-from gui.tasks import describe_error
 from gui.settings import Settings, default_config_dir, load_settings
+from gui.tasks import describe_error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 from bridge.actions import ACTION_NAMES as ACTIONS  # the one action table, shared with the bridge
 from bridge.actions import ACTIONS as ACTION_SPECS
 from bridge.actions import BASE_DIT
-from engine.request import (TIME_SIGNATURES, GenerationRequest, RequestError, is_valid_keyscale,
-                            normalize_timesignature)
+from engine.request import TIME_SIGNATURES, GenerationRequest, RequestError, is_valid_keyscale, normalize_timesignature
 
 CONTINUE_DEFAULT_S = 10.0
 # A new take without a duration and without a DAW selection: shown in the form, never a silent 120 s.

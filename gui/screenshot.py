@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ace-companion screenshot: {out} should end in .png", file=sys.stderr)
         return 2
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from engine.process import EngineProcess
     from gui.app import make_application, make_client
     from gui.engine_link import wait_until
-    from engine.process import EngineProcess
     from gui.settings import Settings
 
     app = make_application()

@@ -57,7 +57,7 @@ class Settings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Settings":
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
         """Known keys with the right type are taken; anything else keeps its default."""
         settings = cls()
         for f in dataclasses.fields(cls):

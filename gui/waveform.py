@@ -7,7 +7,7 @@ generated region is shaded with its edges marked, and the playhead moves during 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf

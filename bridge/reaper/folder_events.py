@@ -52,7 +52,7 @@ class FolderEvents:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "FolderEvents":
+    def __enter__(self) -> FolderEvents:
         return self
 
     def __exit__(self, *exc) -> None:

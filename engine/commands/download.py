@@ -17,8 +17,18 @@ from pathlib import Path
 import httpx
 from huggingface_hub import snapshot_download
 
-from engine.checkpoints import (CORE_SET, REGISTRY, TINY_WARNING, CheckpointSpec, describe_root, folder_size,
-                                is_tiny, resolve_root, spec_for, validate_folder)
+from engine.checkpoints import (
+    CORE_SET,
+    REGISTRY,
+    TINY_WARNING,
+    CheckpointSpec,
+    describe_root,
+    folder_size,
+    is_tiny,
+    resolve_root,
+    spec_for,
+    validate_folder,
+)
 from engine.types import CheckpointError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -43,7 +53,9 @@ def add_arguments(parser) -> None:
     choice.add_argument("--model", metavar="NAME", action="append", default=None,
                         help="download this folder (repeatable); a name from --list, or an LM size "
                              "0.6B / 1.7B / 4B")
-    choice.add_argument("--all", action="store_true", help="download every folder in the registry (about 104 GB, of which the three XL DiTs are 60 GB)")
+    choice.add_argument("--all", action="store_true",
+                        help="download every folder in the registry (about 104 GB, of which the three XL DiTs "
+                             "are 60 GB)")
     choice.add_argument("--list", action="store_true",
                         help="list the known folders and what is on disk, then exit")
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from engine.checkpoints import DIT_MODELS, LM_MODELS, TEXT_ENCODER_DIR, TINY_MARKER, TINY_WARNING, VAE_DIR
 
@@ -325,7 +325,17 @@ def build_tokenizer(vocab_size: int = TOKENIZER_VOCAB_SIZE):
     appends `<|endoftext|>` to every sequence, as the real embedding tokenizer does.
     Deterministic: the same corpus and settings always give the same vocabulary.
     """
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFC()

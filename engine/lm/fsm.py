@@ -96,7 +96,8 @@ class MetadataFSM:
         self.user = {k: v for k, v in (user_metadata or {}).items() if v is not None}
         self.skip = {"caption": skip_caption, "language": skip_language, "genres": skip_genres}
         self.target_duration = target_duration
-        self.target_codes = int(target_duration * C.CODES_PER_SECOND) if target_duration and target_duration > 0 else None
+        has_target = bool(target_duration and target_duration > 0)
+        self.target_codes = int(target_duration * C.CODES_PER_SECOND) if has_target else None
         trees = trees or {}
         self.trees: dict[str, Tree] = {
             "bpm": trees.get("bpm", tables.bpm_tree),

@@ -10,8 +10,9 @@ exactly int(duration * 5) audio codes, with CFG against an unconditional prompt 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -161,8 +162,9 @@ def generate_plan(lm: LanguageModel, call: LMCall, progress: ProgressFn | None =
                           skip_caption=not call.use_cot_caption, skip_language=not call.use_cot_language,
                           skip_genres=True, trees=call.trees, guard=call.guard,
                           caption_max_tokens=call.caption_max_tokens) if constrained else None
+        cot_budget = max_new_tokens_for(None, "cot", lm.tables.duration_max)
         phase1 = run_phase(lm, phase="cot", prompt=cot_prompt(lm, call.caption, call.lyrics), uncond_prompt=None,
-                           sampling=base, fsm=fsm, max_new_tokens=max_new_tokens_for(None, "cot", lm.tables.duration_max),
+                           sampling=base, fsm=fsm, max_new_tokens=cot_budget,
                            generator=generator, progress=progress, cancel=cancel, record=record)
         phases.append(phase1)
         metadata, _ = parse_output(phase1.output_text)

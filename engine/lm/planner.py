@@ -13,9 +13,10 @@ can only write values from the candidate set. Fields the request gives are injec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.checkpoints import lm_folder_name, resolve_root
 from engine.lm import constants as C
@@ -53,7 +54,7 @@ class LMPlan:
     phases: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_result(cls, result: LMResult, lm_name: str) -> "LMPlan":
+    def from_result(cls, result: LMResult, lm_name: str) -> LMPlan:
         return cls(result.metadata, result.audio_codes, result.audio_code_values, result.cot_text, lm_name,
                    result.seed, [p.to_dict() for p in result.phases])
 
@@ -155,7 +156,8 @@ def apply_plan(request: GenerationRequest, plan: LMPlan | dict) -> GenerationReq
     if not request.keyscale and isinstance(keyscale, str) and is_valid_keyscale(keyscale):
         changes["keyscale"] = keyscale
     timesig = meta.get("timesignature")
-    if not request.timesignature and isinstance(timesig, str) and normalize_timesignature(timesig) in C.VALID_TIME_SIGNATURES:
+    known_meter = isinstance(timesig, str) and normalize_timesignature(timesig) in C.VALID_TIME_SIGNATURES
+    if not request.timesignature and known_meter:
         changes["timesignature"] = timesig
     duration = meta.get("duration")
     # Source-audio tasks take their length from the source (upstream drops the duration there).
@@ -190,7 +192,7 @@ class Planner:
 
     @classmethod
     def from_checkpoints(cls, root: str | Path | None, name: str = "0.6B", device: str | None = None,
-                         dtype=None, duration_max: int | None = None) -> "Planner":
+                         dtype=None, duration_max: int | None = None) -> Planner:
         return cls(resolve_root(root) / lm_folder_name(name), device=device, dtype=dtype, duration_max=duration_max)
 
     @property

@@ -9,8 +9,7 @@ next; a complete value has the newline id in its set.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -31,6 +30,7 @@ class FSMTables:
         n_tokens = len(tokenizer)
         self.vocab_size = max(n_tokens, vocab_size or 0)
         self.duration_max = int(duration_max)
+        self._fixed_string_memo: dict[str, tuple[int, ...]] = {}
         # decode([id]) of every id: the FSM reasons about token *texts* (newlines, colons, spaces).
         self.token_texts: list[str] = [tokenizer.decode([i]) for i in range(n_tokens)]
         self.token_texts += [""] * (self.vocab_size - n_tokens)
@@ -136,13 +136,18 @@ class FSMTables:
         return tree
 
     # ------------------------------------------------------ fixed-string walk
-    @lru_cache(maxsize=256)
     def fixed_string_tokens(self, remaining: str) -> tuple[int, ...]:
         """Tokens allowed to continue a forced string: the longest prefix that encodes to one token.
 
         Falls back to every first token that matches the start of `remaining` when no
-        prefix is a single token (never happens for the field names in practice).
+        prefix is a single token (never happens for the field names in practice). Answers are
+        kept per table: the same few field names are walked at every decoding step.
         """
+        if remaining not in self._fixed_string_memo:
+            self._fixed_string_memo[remaining] = self._walk_fixed_string(remaining)
+        return self._fixed_string_memo[remaining]
+
+    def _walk_fixed_string(self, remaining: str) -> tuple[int, ...]:
         if not remaining:
             return ()
         for end in range(len(remaining), 0, -1):

@@ -11,8 +11,9 @@ skipped (upstream's genres vocabulary file is not published) and no CFG is used,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from engine.lm import constants as C
 from engine.lm.cot import extract_after_think, parse_output

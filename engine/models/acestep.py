@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,12 +85,12 @@ class AceStepConfig:
             raise ValueError("only one FSQ quantizer stage is supported (fsq_input_num_quantizers=1)")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AceStepConfig":
+    def from_dict(cls, data: dict) -> AceStepConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def from_json_file(cls, path) -> "AceStepConfig":
+    def from_json_file(cls, path) -> AceStepConfig:
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
 
@@ -103,7 +103,7 @@ class AceStepConfig:
             return self.layer_types[index]
         return "sliding_attention" if index % 2 == 0 else "full_attention"
 
-    def encoder_config(self) -> "AceStepConfig":
+    def encoder_config(self) -> AceStepConfig:
         """The config the condition encoder, tokenizer and detokenizer are built with."""
         width = self.encoder_hidden_size or self.hidden_size
         if width == self.hidden_size:
@@ -146,7 +146,8 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def rope_cos_sin(length: int, head_dim: int, theta: float, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(length: int, head_dim: int, theta: float, dtype: torch.dtype,
+                 device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [length, head_dim] for positions 0..length-1.
 
     Upstream keeps `inv_freq` as a float buffer that `.to(bfloat16)` rounds, so in bf16 the
@@ -759,7 +760,7 @@ class AceStepConditionGenerationModel(nn.Module):
                 module.to("cpu")
 
     @classmethod
-    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "AceStepConditionGenerationModel":
+    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> AceStepConditionGenerationModel:
         """Build from a published DiT folder (config.json, model.safetensors or the XL shards with
         model.safetensors.index.json, silence_latent.pt)."""
         from engine.checkpoints import dit_weights_path, load_safetensors_checked, validate_folder

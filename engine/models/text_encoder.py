@@ -35,7 +35,7 @@ class TextEncoder:
         self.dtype = dtype
 
     @classmethod
-    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "TextEncoder":
+    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> TextEncoder:
         """Tokenizer and Qwen3Model of the folder, loaded strictly (every key, every shape)."""
         tokenizer, model = load_text_encoder(path)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)

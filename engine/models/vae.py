@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 
 from engine.checkpoints import load_vae
-from engine.units import HOP_SAMPLES as HOP, SAMPLE_RATE
+from engine.units import HOP_SAMPLES as HOP
+from engine.units import SAMPLE_RATE
+
 LATENT_CHANNELS = 64
 
 
@@ -48,7 +50,7 @@ class VAE:
         self.decode_overlap_frames = 64
 
     @classmethod
-    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> "VAE":
+    def from_folder(cls, path, device="cpu", dtype=torch.float32) -> VAE:
         """The folder's AutoencoderOobleck, loaded strictly; the published bf16 file is upcast to fp32
         and then moved to the run dtype, and its weight norm folded (`fold_weight_norm`)."""
         model = load_vae(path)

@@ -28,13 +28,13 @@ from starlette.requests import ClientDisconnect
 
 from engine import __version__
 from engine.checkpoints import TINY_WARNING, tiny_in_use
+from engine.lora import list_adapters
 from engine.request import RequestError
 from engine.service.core import FILE_REF_PREFIX, FINAL_STATES, PRIORITIES, EngineService, UnknownJob
-from engine.service.upstream import add_upstream_routes, model_inventory
-from engine.lora import list_adapters
-from engine.service.lora_routes import add_lora_routes
 from engine.service.guard import Guard, GuardSettings, allowed_host_set
 from engine.service.http_common import HTTPProblem, check_content_length, loads_json, read_form, save_upload
+from engine.service.lora_routes import add_lora_routes
+from engine.service.upstream import add_upstream_routes, model_inventory
 from engine.types import EngineError
 
 JOB_UPLOAD_FIELDS = ("src_audio", "reference_audio")
@@ -310,7 +310,7 @@ async def _event_stream(service: EngineService, job_id: str, queue: asyncio.Queu
         while True:
             try:
                 event, data = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield ": keepalive\n\n"
                 continue
             yield _sse(event, data)

@@ -20,9 +20,10 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.request import GenerationRequest, RequestError
 from engine.service.store import Store, is_valid_id, new_id
@@ -103,7 +104,7 @@ class Job:
         return None
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Job":
+    def from_record(cls, record: dict[str, Any]) -> Job:
         known = {name: record[name] for name in cls._PERSISTED if name in record}
         if known.get("progress") is None:
             known.pop("progress", None)

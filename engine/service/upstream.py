@@ -7,7 +7,8 @@ work against our engine unchanged. Everything answers in upstream's envelope
 - `POST /release_task`  JSON, form or multipart (files `src_audio`/`ctx_audio`, `reference_audio`/`ref_audio`)
 - `POST /query_result`  `{"task_id_list": [...]}`; `result` is a JSON list: progress while running,
   `result[0].error` when failed, one entry per file when done
-- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init` (`/v1/lora/*`: engine/service/lora_routes.py)
+- `GET /v1/audio?path=...`, `GET /v1/stats`, `GET /v1/model_inventory`, `POST /v1/init`
+  (`/v1/lora/*`: engine/service/lora_routes.py)
 
 Parameter names follow upstream (`prompt`, `audio_duration`, `key_scale`, `time_signature`,
 `src_audio_path`, `use_random_seed`, ...), with its snake/camel-case aliases. Upstream-only

@@ -12,8 +12,7 @@ from typing import Any
 
 from PyQt6.QtCore import QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QPainter, QPen
-from PyQt6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout,
-                             QWidget)
+from PyQt6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget
 
 STATE_COLOURS = {"queued": "#6b7280", "generating": "#d97706", "placed": "#16a34a", "late": "#dc2626",
                  "cancelled": "#374151", "failed": "#7f1d1d"}

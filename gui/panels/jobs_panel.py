@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtWidgets import (QAbstractItemView, QApplication, QCheckBox, QGroupBox, QHBoxLayout, QHeaderView,
-                             QPushButton, QStyle, QStyledItemDelegate, QStyleOptionProgressBar, QTableView,
-                             QVBoxLayout)
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QPushButton,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QTableView,
+    QVBoxLayout,
+)
 
 from gui.jobs_model import JOB_ID_ROLE, PROGRESS_ROLE, JobsModel
 from gui.theme import icon
