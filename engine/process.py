@@ -1,4 +1,4 @@
-"""Start, watch, restart and stop an engine subprocess (`python -m engine.cli engine ...`).
+"""Start, watch, restart and stop an engine subprocess (`python -m engine.service ...`).
 
 Torch-free: the launcher, the window, the screenshot command and tests use it. The engine
 itself runs in the child process.
@@ -44,7 +44,7 @@ class EngineProcess:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "engine.cli", "engine", "--host", self.host, "--port", str(self.port)]
+        command = [sys.executable, "-m", "engine.service", "--host", self.host, "--port", str(self.port)]
         if self.checkpoints:
             command += ["--checkpoints", os.fspath(self.checkpoints)]
         if self.token:

@@ -22,7 +22,7 @@ class CliResult:
 
 def run_cli(*argv: str, env: dict[str, str | None] | None = None) -> CliResult:
     """`ace-companion ARGV...` in-process; `env` sets (or with None, removes) variables for the call."""
-    from engine.cli import main
+    from ace_companion.cli import main
 
     saved = {name: os.environ.get(name) for name in (env or {})}
     out, err = io.StringIO(), io.StringIO()

@@ -24,7 +24,7 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
     env.pop("HF_HUB_OFFLINE", None)
     env.update(env_extra or {})
     # the timeout only guards against a hang; it is not a speed assertion
-    return subprocess.run([sys.executable, "-m", "engine.cli", "download", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ace_companion", "download", *args], capture_output=True,
                           text=True, env=env, cwd=REPO_ROOT, timeout=120)
 
 

@@ -74,7 +74,7 @@ def test_a_client_dropping_an_upload_leaves_one_log_line(tmp_path, caplog, route
 def test_no_display_is_one_line_and_names_the_headless_commands():
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run([sys.executable, "-m", "engine.cli"], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-m", "ace_companion"], capture_output=True, text=True, env=env,
                             cwd=ROOT, timeout=120)
     if sys.platform.startswith("linux"):
         assert result.returncode == 1, result.stderr
@@ -85,7 +85,7 @@ def test_no_display_is_one_line_and_names_the_headless_commands():
 
 
 def test_display_check_rules():
-    from engine.cli import display_problem
+    from ace_companion.cli import display_problem
     assert display_problem({}, "linux")
     assert display_problem({"DISPLAY": ":0"}, "linux") is None
     assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None

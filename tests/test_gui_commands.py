@@ -62,7 +62,7 @@ def test_engine_subprocess_command_carries_the_options():
     args = _parse(launcher, ["--dit", "acestep-v15-base", "--lm", "none", "--device", "cpu"])
     process = EngineProcess(checkpoints="ckpt", port=8799, token="t", extra_args=launcher.engine_args(args))
     command = process.command()
-    assert command[1:4] == ["-m", "engine.cli", "engine"]
+    assert command[1:3] == ["-m", "engine.service"]
     for pair in (["--port", "8799"], ["--checkpoints", "ckpt"], ["--token", "t"], ["--dit", "acestep-v15-base"],
                  ["--device", "cpu"]):
         index = command.index(pair[0])
@@ -169,7 +169,7 @@ def test_launcher_starts_engine_and_bridge_and_stops_the_engine_on_exit(tmp_path
         "reaper_listen_port": free_udp_port(), "ableton_listen_port": free_udp_port()}))
     env = {**os.environ, "ACE_COMPANION_CONFIG_DIR": str(tmp_path), "QT_QPA_PLATFORM": "offscreen",
            "ACE_COMPANION_CHECKPOINTS": str(PARITY_CHECKPOINTS)}
-    launcher_process = subprocess.Popen([sys.executable, "-m", "engine.cli", "--checkpoints",
+    launcher_process = subprocess.Popen([sys.executable, "-m", "ace_companion", "--checkpoints",
                                          str(PARITY_CHECKPOINTS)], env=env, cwd=tmp_path,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = EngineClient(url, timeout=2)

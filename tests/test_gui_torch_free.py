@@ -29,7 +29,7 @@ def test_gui_never_imports_torch():
 
 def test_gui_help_runs_without_torch():
     code = ("import sys\n"
-            "from engine.cli import main\n"
+            "from ace_companion.cli import main\n"
             "try:\n"
             "    main(['gui', '--help'])\n"
             "except SystemExit:\n"

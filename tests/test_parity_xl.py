@@ -2,7 +2,7 @@
 
 Acceptance as in tests/data/parity-xl/README.md: exact ids/masks/codes/shapes; max|err|/RMS < 1e-4
 for hidden states and latents; < 2e-4 for audio. The render command runs in-process
-(`engine.cli.main`), which is the same code path as the console script without a second Python
+(`ace_companion.cli.main`), which is the same code path as the console script without a second Python
 start per case. `repaint_xl_turbo_middle` repaints a 2.2 s region, so it passes
 `--allow-short-region` like the 2B repaint case.
 """
@@ -33,7 +33,7 @@ def load_xl_case(name: str):
 
 @pytest.mark.parametrize("name", CASES)
 def test_render_dump_reproduces_case(name, tmp_path, capsys):
-    from engine.cli import main
+    from ace_companion.cli import main
 
     case, expected, path = load_xl_case(name)
     out, dump = tmp_path / "out.wav", tmp_path / "dump.safetensors"

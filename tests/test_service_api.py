@@ -203,7 +203,7 @@ def test_bind_check():
 
 def test_engine_cli_refuses_non_loopback_without_token(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])}
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "engine", "--host", "0.0.0.0",
+    result = subprocess.run([sys.executable, "-m", "engine.service", "--host", "0.0.0.0",
                              "--results", str(tmp_path / "r")], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 2

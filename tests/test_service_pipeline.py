@@ -280,7 +280,7 @@ def test_engine_command_serves_and_stops_cleanly(checkpoints, tmp_path):
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "engine", "--checkpoints", str(checkpoints), "--port", str(port),
+        [sys.executable, "-m", "engine.service", "--checkpoints", str(checkpoints), "--port", str(port),
          "--token", "tok", "--device", "cpu", "--results", str(tmp_path / "results")],
         stderr=subprocess.PIPE, text=True, env=env)
     try:

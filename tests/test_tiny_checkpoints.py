@@ -115,7 +115,7 @@ def test_text_encoder_and_tokenizer(tiny_root):
 
 
 def test_cli_writes_the_layout_and_says_so(tmp_path, capsys, monkeypatch):
-    from engine.cli import main
+    from ace_companion.cli import main
 
     monkeypatch.setitem(sys.modules, "engine.lm.tiny", None)  # LM helper absent: skipped with a note
     assert main(["make-tiny-checkpoints", str(tmp_path / "t"), "--seed", "5", "--with-lm"]) == 0
@@ -140,7 +140,7 @@ def test_with_lm_calls_the_lm_helper(tmp_path, monkeypatch):
 
 
 def test_cli_rejects_a_file_as_target(tmp_path, capsys):
-    from engine.cli import main
+    from ace_companion.cli import main
 
     target = tmp_path / "file"
     target.write_text("x")

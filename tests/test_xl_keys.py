@@ -128,8 +128,8 @@ def test_tiny_xl_checkpoints_use_the_published_sharded_layout(tmp_path):
 
 
 def test_download_lists_the_xl_folders_with_sizes(capsys):
+    from ace_companion.cli import main
     from engine.checkpoints import XL_DIT_MODELS, spec_for
-    from engine.cli import main
 
     assert main(["download", "--list", "--checkpoints", str(XL_CHECKPOINTS)]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:] if line.strip()}
