@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from PyQt6.QtCore import QAbstractListModel, QMimeData, QModelIndex, Qt, QUrl
 
+from engine.units import resolve_region_end_s
+
 RESULT_ROLE = Qt.ItemDataRole.UserRole + 10
 
 
@@ -38,11 +40,14 @@ def region_of(request: dict[str, Any], duration: float) -> tuple[float, float] |
     """The part of a result the request changed: the repaint window for repaint, else None."""
     if request.get("task_type") != "repaint":
         return None
-    start = float(request.get("repainting_start") or 0.0)
-    end = float(request.get("repainting_end") if request.get("repainting_end") is not None else -1.0)
-    if end < 0 or end > duration:
-        end = duration
-    return (max(0.0, start), end) if end > start else None
+    # The engine's rule (engine.units): a negative start pads the source on the left and shifts the
+    # region by that much; a missing or negative end is the end of the source.
+    start_s = float(request.get("repainting_start") or 0.0)
+    left_pad_s = max(0.0, -start_s)
+    end = request.get("repainting_end")
+    end_s = resolve_region_end_s(None if end is None else float(end), duration - left_pad_s) + left_pad_s
+    start_s, end_s = start_s + left_pad_s, min(end_s, duration)
+    return (start_s, end_s) if end_s > start_s else None
 
 
 class ResultsModel(QAbstractListModel):

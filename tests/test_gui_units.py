@@ -197,6 +197,9 @@ def test_results_model_drags_file_urls_of_the_selected_variants(tmp_path):
     mime = model.mimeData([model.index(1), model.index(2)])
     assert [url.toLocalFile() for url in mime.urls()] == [first.path, second.path]
     assert region_of({"task_type": "repaint", "repainting_start": 2.0, "repainting_end": -1}, 10.0) == (2.0, 10.0)
+    # a negative start pads the source on the left: the region shifts by the padding (the engine's rule)
+    assert region_of({"task_type": "repaint", "repainting_start": -3.0, "repainting_end": 4.0}, 10.0) == (0.0, 7.0)
+    assert region_of({"task_type": "repaint", "repainting_start": 6.0, "repainting_end": 14.0}, 14.0) == (6.0, 14.0)
     assert region_of({"task_type": "text2music"}, 10.0) is None
 
 
