@@ -377,20 +377,11 @@ def test_jam_refuses_bad_settings_and_unknown_tempo():
 
 
 def test_lua_insert_named_finds_or_makes_the_jam_track(tmp_path):
-    import os
-    from pathlib import Path
-
-    import lupa
-
     from bridge.reaper.adapter import ReaperMailbox
-    root = Path(__file__).resolve().parents[1]
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
-    lua.globals().py_listdir = lambda path: lua.table_from(sorted(os.listdir(path)) if os.path.isdir(path) else [])
-    lua.execute((root / "tests" / "reaper_mock.lua").read_text())
-    mock = lua.globals().mock
-    mock.ext = lua.table_from({"ace_companion": lua.table_from({"mailbox": str(tmp_path / "mailbox")})})
-    lua.execute((root / "bridge" / "reaper" / "ace_companion.lua").read_text())
+    from tests.reaper_lua import mock_reaper, start_script
+
+    lua, mock = mock_reaper(tmp_path / "mailbox")
+    start_script(lua)
     box = ReaperMailbox(str(tmp_path / "mailbox"))
     clip = tmp_path / "jam.wav"
     clip.write_bytes(b"RIFF")

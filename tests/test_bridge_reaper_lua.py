@@ -1,29 +1,17 @@
 """Runs bridge/reaper/ace_companion.lua in a Lua interpreter (lupa) against a mock REAPER API,
 then talks to it through the real mailbox code the bridge uses."""
 
-import os
-from pathlib import Path
-
-import lupa
 import pytest
 
 from bridge.host_state import HostState
 from bridge.reaper.adapter import ReaperMailbox, state_from_mailbox
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bridge" / "reaper" / "ace_companion.lua"
-MOCK = Path(__file__).with_name("reaper_mock.lua")
+from tests.reaper_lua import SCRIPT, mock_reaper, start_script
 
 
 @pytest.fixture
 def reaper(tmp_path):
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
-    lua.globals().py_listdir = lambda path: lua.table_from(sorted(os.listdir(path)) if os.path.isdir(path) else [])
-    lua.execute(MOCK.read_text())
-    mock = lua.globals().mock
-    mock.ext = lua.table_from({"ace_companion": lua.table_from({"mailbox": str(tmp_path / "mailbox")})})
-    lua.execute(SCRIPT.read_text())  # runs loop() once, which defers itself
+    lua, mock = mock_reaper(tmp_path / "mailbox")
+    start_script(lua)  # runs loop() once, which defers itself
 
     def tick(seconds=0.2):
         mock.now = mock.now + seconds

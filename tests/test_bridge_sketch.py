@@ -1,9 +1,7 @@
 """Sketch -> part: MIDI (file, REAPER item, Live clip) -> rendered sketch -> cover -> a clip of the
 MIDI clip's exact span on a new "<track> (ACE)" track."""
 
-import os
 import sys
-from pathlib import Path
 
 import mido
 import numpy as np
@@ -177,13 +175,9 @@ def test_missing_soundfont_falls_back_with_a_message(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ REAPER script (Lua, mock REAPER)
 def test_lua_read_midi_writes_the_selected_items_notes_in_project_beats(tmp_path):
-    import lupa
+    from tests.reaper_lua import mock_reaper, start_script
 
-    root = Path(__file__).resolve().parents[1]
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().py_makedirs = lambda path: os.makedirs(path, exist_ok=True)
-    lua.globals().py_listdir = lambda path: lua.table_from(sorted(os.listdir(path)) if os.path.isdir(path) else [])
-    lua.execute((root / "tests" / "reaper_mock.lua").read_text())
+    lua, mock = mock_reaper(tmp_path / "mailbox")
     # MIDI take API on top of the mock: one item on "Keys", 2 s = 3.2 QN at 96 BPM, 960 PPQ per QN
     lua.execute("""
       local keys = mock.tracks[2]
@@ -209,9 +203,7 @@ def test_lua_read_midi_writes_the_selected_items_notes_in_project_beats(tmp_path
         return true, false, c[1], c[2], c[3], c[4], c[5], c[6] end
       function reaper.MIDI_GetProjQNFromPPQPos(take, ppq) return (take.ppq0 + ppq) / 960 end
     """)
-    mock = lua.globals().mock
-    mock.ext = lua.table_from({"ace_companion": lua.table_from({"mailbox": str(tmp_path / "mailbox")})})
-    lua.execute((root / "bridge" / "reaper" / "ace_companion.lua").read_text())
+    start_script(lua)
     from bridge.reaper.adapter import ReaperMailbox
     box = ReaperMailbox(str(tmp_path / "mailbox"))
     dest = tmp_path / "notes.txt"
