@@ -90,14 +90,19 @@ def source_excerpt(path: str | os.PathLike, start_s: float, end_s: float, out_sr
         raise ClipError(f"cannot read audio file {path}: {exc}") from None
     except FileNotFoundError:
         raise ClipError(f"audio file not found: {path}") from None
-    audio = part.T
-    if audio.shape[0] == 1:
-        audio = np.concatenate([audio, audio])
-    excerpt = np.zeros((2, length_samples), dtype=np.float32)
+    # Kept as [samples, channels] (the layout soundfile reads and soxr takes) until the end, and the
+    # file's part dropped early: a long window is never held in more than about three copies.
+    frames = np.zeros((length_samples, 2), dtype=np.float32)
     if hi > lo:
-        excerpt[:, lo - a:hi - a] = audio[:2]
-    out = resample(excerpt, sr, out_sr)
-    return take(out, 0, span_samples(start_s, end_s, out_sr))
+        frames[lo - a:hi - a] = part[:, :2]  # mono fills both channels; a third and more are dropped
+    del part
+    if sr != out_sr:
+        frames = soxr.resample(frames, sr, out_sr, quality="HQ")
+    out_samples = span_samples(start_s, end_s, out_sr)
+    out = np.zeros((2, out_samples), dtype=np.float32)
+    kept = min(out_samples, frames.shape[0])
+    out[:, :kept] = frames[:kept].T
+    return out
 
 
 def write_context(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = ENGINE_SAMPLE_RATE) -> str:

@@ -163,6 +163,9 @@ def key_to_midi_note(key: str | None, octave: int = 3) -> int | None:
     return 12 * (octave + 1) + pitch % 12
 
 
+WRITE_BLOCK_SAMPLES = 1 << 16  # samples per channel encoded at a time
+
+
 def _chunk(chunk_id: bytes, payload: bytes) -> bytes:
     pad = b"\0" if len(payload) % 2 else b""
     return chunk_id + struct.pack("<I", len(payload)) + payload + pad
@@ -206,12 +209,19 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, s
         chunks.append(_chunk(b"acid", acid.pack()))
     if smpl is not None:
         chunks.append(_chunk(b"smpl", smpl.pack()))
-    chunks.append(_chunk(b"data", _encode(audio, sample_format)))
-    body = b"WAVE" + b"".join(chunks)
+    head = b"WAVE" + b"".join(chunks)
+    data_bytes = audio.shape[1] * block
+    pad = data_bytes % 2
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.part"
     with open(tmp, "wb") as fh:
-        fh.write(b"RIFF" + struct.pack("<I", len(body)) + body)
+        fh.write(b"RIFF" + struct.pack("<I", len(head) + 8 + data_bytes + pad) + head)
+        fh.write(b"data" + struct.pack("<I", data_bytes))
+        # Encoded a block at a time: a whole window's samples are never copied (a 60 s window is
+        # 23 MB as float32, and encoding makes several temporaries of that size).
+        for start in range(0, audio.shape[1], WRITE_BLOCK_SAMPLES):
+            fh.write(_encode(audio[:, start:start + WRITE_BLOCK_SAMPLES], sample_format))
+        fh.write(b"\0" * pad)
     os.replace(tmp, path)
     return path
 

@@ -188,10 +188,6 @@ WINDOW_S = 60.0  # each cover's context window: one action's audio is tens of MB
 EXPORT_SR = 44100
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 18: the peak is 118-178 MiB against an 82 MiB bound. Writing one action's context "
-    "(bridge/sources.py:75 write_context) makes ~5 window-sized copies: bridge/wavchunks.py:172-179 "
-    "(_encode: transpose, clip, scale, round, int32) and :168/:210/:214 (data chunk, join, RIFF bytes)"))
 def test_a_burst_of_long_actions_stays_within_a_memory_bound(tmp_path):
     """8 covers of distinct 60 s windows at once: traced memory stays under what the gate allows
     (MAX_PREPARING_ACTIONS windows being prepared, one more on its way out) plus a fixed margin."""
