@@ -28,15 +28,31 @@ def frozen():
 
 
 class GatedPipeline(EchoPipeline):
-    """The echo pipeline, held at the start of a job while `gate` is closed (to make a chunk late)."""
+    """The echo pipeline, held at the start of a job while `gate` is closed (to make a chunk late).
+
+    `hold_after(n)` lets n more jobs through and closes the gate for the next one, whenever it comes.
+    """
 
     def __init__(self):
         super().__init__()
         self.gate = threading.Event()
         self.gate.set()
         self.waiting = threading.Event()
+        self._passes_left: int | None = None
+        self._lock = threading.Lock()
+
+    def hold_after(self, jobs: int) -> None:
+        with self._lock:
+            self._passes_left = jobs
 
     def generate(self, request, progress=None, cancel=None, dump=False):
+        with self._lock:
+            if self._passes_left is not None:
+                if self._passes_left == 0:
+                    self.gate.clear()
+                    self._passes_left = None
+                else:
+                    self._passes_left -= 1
         self.waiting.set()
         while not self.gate.wait(0.01):
             if cancel and cancel():
@@ -196,9 +212,9 @@ def test_reaper_jam_falling_behind_skips_ahead_and_never_lands_behind_the_playhe
 
 def test_stopping_the_transport_or_stop_cancels_the_job_in_flight(jam_reaper):
     app, reaper, client, engine = jam_reaper
+    engine.pipeline.hold_after(1)  # the second chunk hangs in the engine, however soon it starts
     client.send(app.commands.port, "/acecomp/jam/start", "bars", 2)
     chunk_replies(client, 1)
-    engine.pipeline.gate.clear()  # the second chunk hangs in the engine
     assert engine.pipeline.waiting.wait(10)
     reaper.stop_transport()
     state = client.wait_for("/acecomp/jam/state", predicate=lambda a: a[0] == "stopped")
