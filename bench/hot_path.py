@@ -56,36 +56,15 @@ def tiny_checkpoints() -> Path:
 
 
 def full_size_pipeline(device: torch.device, dtype: torch.dtype) -> Pipeline:
-    """Published shapes with random weights: 2B turbo DiT, full Oobleck VAE, full-width Qwen3 encoder
-    (the tiny parity tokenizer stands in for the real one; the token count is what costs)."""
-    from diffusers import AutoencoderOobleck
-    from transformers import Qwen3Config, Qwen3Model
-
+    """Published shapes with random weights (bench/engine_stages.py's models); the tiny parity
+    tokenizer stands in for the real one (the token count is what costs)."""
+    from bench.engine_stages import load_full_size
     from engine.checkpoints import TEXT_ENCODER_DIR, load_text_encoder
-    from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig
     from engine.models.text_encoder import TextEncoder
-    from engine.models.vae import VAE
 
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        dit = AceStepConditionGenerationModel(AceStepConfig(is_turbo=True))
-    dit = dit.to(dtype=dtype).to_empty(device=device)
-    with torch.no_grad():
-        for name, param in dit.named_parameters():
-            param.fill_(1.0) if name.endswith("norm.weight") else param.normal_(0.0, 0.02)
-    dit.eval().requires_grad_(False)
-    dit.silence_latent = torch.randn(1, 15000, 64, device=device, dtype=dtype)
-
+    text, vae, dit, _, _ = load_full_size(device, dtype)
     tokenizer, _ = load_text_encoder(PARITY_CHECKPOINTS / TEXT_ENCODER_DIR)
-    qwen = Qwen3Config(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                       head_dim=128, intermediate_size=3072, vocab_size=len(tokenizer), rope_theta=1e6,
-                       tie_word_embeddings=True)
-    text_model = Qwen3Model(qwen).to(device=device, dtype=dtype).eval().requires_grad_(False)
-    oobleck = AutoencoderOobleck(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10],
-                                 channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128,
-                                 decoder_input_channels=64, audio_channels=2, sampling_rate=SAMPLE_RATE)
-    vae = VAE(oobleck.to(device=device, dtype=dtype).eval().requires_grad_(False), device, dtype)
-    return Pipeline(ROOT, dit, "acestep-v15-turbo", TextEncoder(tokenizer, text_model, device, dtype), vae,
+    return Pipeline(ROOT, dit, "acestep-v15-turbo", TextEncoder(tokenizer, text.model, device, dtype), vae,
                     device, dtype)
 
 
