@@ -20,8 +20,8 @@ Stages (each row of the table):
   VAE decode    latents -> 48 kHz stereo (tiled, 256-frame windows, like the engine)
 
 The "resident after load" line gives each model's weights on the run device (VAE weight norm
-folded, FSQ tokenizer/detokenizer parked in CPU memory on CUDA, text encoder off the GPU with
---low-vram) and, on CUDA, the allocated VRAM; the last line the run's peak VRAM.
+folded, FSQ tokenizer/detokenizer parked in CPU memory on CUDA, text encoder and VAE off the GPU
+with --low-vram) and, on CUDA, the allocated VRAM; the last line the run's peak VRAM.
 "peak MB" is the peak memory the stage itself added: CUDA `max_memory_allocated` on a GPU; on
 CPU (Linux) the highest resident set sampled every 2 ms while the stage ran, minus the resident
 set when it started (elsewhere: the growth of ru_maxrss, which reads 0 when an earlier stage had
@@ -264,16 +264,20 @@ def main(argv=None) -> int:
     parser.add_argument("--full-size", action="store_true", help="real 2B architecture with random weights")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT step (as --compile on)")
-    parser.add_argument("--low-vram", action="store_true", help="text encoder in CPU memory except while encoding")
+    parser.add_argument("--low-vram", action="store_true",
+                        help="text encoder and VAE in CPU memory except during their stages (the engine's "
+                             "--low-vram)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     started = time.perf_counter()
     loaded = load_full_size(device, dtype) if args.full_size else load_tiny(device, dtype)
-    if args.low_vram:
-        loaded[0].offload_when_idle = device.type != "cpu"
-        loaded[0].model.to("cpu" if loaded[0].offload_when_idle else device)
+    if args.low_vram and device.type != "cpu":  # what the engine's --low-vram does (engine/vram.py)
+        from engine.vram import Offloaded
+
+        text, vae = loaded[:2]
+        loaded = (Offloaded(text, text.model, device), Offloaded(vae, vae.model, device), *loaded[2:])
     load_s = time.perf_counter() - started
     kind = "full-size 2B (random weights)" if args.full_size else "tiny parity weights"
     print(f"# {kind} on {device} {str(dtype).replace('torch.', '')}, {args.steps} steps, "
