@@ -36,9 +36,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.devices import resolve_device_dtype  # noqa: E402
 from engine.models import acestep  # noqa: E402
 from engine.models.acestep import AceStepConditionGenerationModel, AceStepConfig, DiT, DiTLoop  # noqa: E402
-from engine.pipeline import resolve_device_dtype  # noqa: E402
 from engine.samplers import turbo_timesteps  # noqa: E402
 
 PARITY_CHECKPOINTS = ROOT / "tests" / "data" / "parity" / "checkpoints"
