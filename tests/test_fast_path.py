@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
-from fastapi.testclient import TestClient
 
 from engine.pipeline import Pipeline
 from engine.request import GenerationRequest
@@ -20,7 +19,7 @@ from engine.service.core import EngineService
 from engine.types import Cancelled
 from engine.units import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE
 from simulators import wait_for
-from tests.service_support import CLIENT_HEADERS
+from tests.service_support import api_client
 
 SOURCE_S = 5.6
 REGION = (1.0, 4.6)
@@ -37,7 +36,7 @@ def pipeline(parity_checkpoints):
 def client(pipeline, tmp_path_factory):
     service = EngineService(pipeline, tmp_path_factory.mktemp("results"), log=lambda line: None)
     service.start()
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as http:
+    with api_client(create_app(service)) as http:
         yield http
     service.stop()
 

@@ -12,7 +12,6 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
 from engine.service.core import EngineService
@@ -20,7 +19,7 @@ from engine.service.store import JOBS_DIR
 from engine.service.threaded import InProcessEngine
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import CLIENT_HEADERS
+from tests.service_support import CLIENT_HEADERS, api_client
 
 REQUEST = {"caption": "x", "duration": 1}
 
@@ -94,7 +93,7 @@ def test_libsndfile_system_error_is_named_as_a_full_folder(service, monkeypatch)
 
 
 def test_health_reports_free_space(service):
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
+    with api_client(create_app(service)) as client:
         disk = client.get("/health").json()["disk"]
     assert disk["path"] == str(service.store.root) and disk["writable"] is True
     assert isinstance(disk["free_mb"], float) and disk["free_mb"] > 0
@@ -187,7 +186,7 @@ def test_audio_bomb_upload_is_refused_from_its_header(service, tmp_path, monkeyp
     path = tmp_path / "bomb.flac"
     soundfile.write(path, np.zeros((9600, 8), np.float32), 96000, subtype="PCM_16")
     monkeypatch.setattr(audio_io, "MAX_DECODED_VALUES", 8 * 9600 - 1)
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
+    with api_client(create_app(service)) as client:
         with open(path, "rb") as fh:
             response = client.post("/v1/files", files={"file": ("bomb.flac", fh, "audio/flac")})
     assert response.status_code == 400 and "8 channels" in response.json()["detail"]

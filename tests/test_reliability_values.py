@@ -1,13 +1,12 @@
 """Every bad numeric value is a 422 naming its field, over both APIs; never a 500, never accepted."""
 
 import pytest
-from fastapi.testclient import TestClient
 
 from engine.request import GenerationRequest, RequestError
 from engine.service.app import create_app
 from engine.service.core import EngineService
 from simulators.pipelines import StandInPipeline
-from tests.service_support import CLIENT_HEADERS
+from tests.service_support import api_client
 
 HUGE = "1" + "0" * 400          # 10^400 as a JSON integer
 HUGER = "9" * 5000              # past Python's 4300-digit parsing limit
@@ -27,7 +26,7 @@ BAD_VALUES = [
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     service = EngineService(StandInPipeline(steps=1), tmp_path_factory.mktemp("results"), log=lambda line: None)
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         yield c
 
 

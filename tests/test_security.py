@@ -17,7 +17,7 @@ from engine.service.core import EngineService
 from engine.service.guard import UNAUTHENTICATED_BODY_LIMIT
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import CLIENT_HEADERS, write_tone
+from tests.service_support import CLIENT_HEADERS, api_client, write_tone
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def service(tmp_path, places):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         yield c
 
 

@@ -16,7 +16,7 @@ from engine.service.cli import check_bind, is_loopback
 from engine.service.core import EngineService
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import CLIENT_HEADERS, write_tone
+from tests.service_support import CLIENT_HEADERS, api_client, write_tone
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def service(tmp_path):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         yield c
 
 
@@ -183,7 +183,7 @@ def test_cors_only_for_allowed_origins(service):
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
         other = c.get("/health", headers={"Origin": "http://evil.example", "Authorization": "Bearer t"})
         assert "access-control-allow-origin" not in other.headers
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         response = c.get("/health", headers={"Origin": "http://localhost:5173"})
         assert "access-control-allow-origin" not in response.headers
 

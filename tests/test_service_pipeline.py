@@ -11,13 +11,12 @@ import threading
 
 import pytest
 import soundfile
-from fastapi.testclient import TestClient
 
 from engine.service.app import create_app
 from engine.service.core import RESTARTED_MESSAGE, EngineService
 from simulators import wait_for
 from tests.conftest import PARITY
-from tests.service_support import CLIENT_HEADERS, write_tone
+from tests.service_support import api_client, write_tone
 
 REQUEST = {"task_type": "text2music", "caption": "dusty boom bap drums with warm rhodes", "duration": 5.2,
            "bpm": 90, "inference_steps": 8, "seed": 42}
@@ -50,7 +49,7 @@ def service(pipeline, tmp_path):
 
 @pytest.fixture
 def client(service):
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         yield c
 
 

@@ -6,7 +6,6 @@ import urllib.parse
 
 import pytest
 import soundfile
-from fastapi.testclient import TestClient
 
 from engine.request import RequestError
 from engine.service import upstream
@@ -15,14 +14,14 @@ from engine.service.core import EngineService
 from engine.service.upstream import normalize_keyscale, upstream_to_request
 from simulators import wait_for
 from simulators.pipelines import StandInPipeline
-from tests.service_support import CLIENT_HEADERS, write_tone
+from tests.service_support import api_client, write_tone
 
 
 @pytest.fixture
 def client(tmp_path):
     service = EngineService(StandInPipeline(steps=1), tmp_path / "results", log=lambda line: None)
     service.start()
-    with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as c:
+    with api_client(create_app(service)) as c:
         yield c
     service.stop()
 
@@ -117,7 +116,7 @@ def test_full_queue_is_refused_and_cancelled_jobs_say_so(tmp_path, monkeypatch):
     service.start()
     monkeypatch.setattr(upstream, "QUEUE_MAXSIZE", 1)
     try:
-        with TestClient(create_app(service), base_url="http://127.0.0.1", headers=CLIENT_HEADERS) as client:
+        with api_client(create_app(service)) as client:
             first = client.post("/release_task", json={"prompt": "a"}).json()["data"]["task_id"]
             wait_for(lambda: service.job_json(first)["state"] == "running")
             waiting = client.post("/release_task", json={"prompt": "b"}).json()["data"]["task_id"]
